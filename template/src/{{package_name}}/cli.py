@@ -1,0 +1,38 @@
+"""Command line: `python train.py --config FILE --seed N [--output-dir DIR] [--resume] [KEY=VALUE ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .runner import RunError, default_output_dir, train
+from .settings import SettingsError, load_settings
+from .tracking import TrackingError
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a model reproducibly from a YAML config.")
+    parser.add_argument("--config", type=Path, default=Path("configs/baseline.yaml"), help="YAML config file")
+    parser.add_argument("--seed", type=int, help="overrides the config's seed")
+    parser.add_argument("--output-dir", type=Path, help="run directory (default: OUTPUT_DIR/EXPERIMENT-seedSEED)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides, seed=args.seed)
+        settings = load_settings()
+        output_dir = args.output_dir or default_output_dir(config)
+        result = train(config, settings, output_dir, resume=args.resume)
+    except (ConfigError, SettingsError, TrackingError, RunError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    final = result.metrics["final"]
+    print(f"test_accuracy={final['test_accuracy']:.4f} test_loss={final['test_loss']:.4f} -> {result.output_dir}")
+    return 0

@@ -1,0 +1,118 @@
+"""One training run: seed, train epoch by epoch with a checkpoint after each, record everything."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from . import checkpoint, engine, plots, provenance, seeding
+from .config import Config
+from .data import load_dataset
+from .settings import Settings
+from .tracking import Tracker, ensure_reachable
+
+
+class RunError(Exception):
+    """A run that cannot start; the message is one line."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+    weights: list[Any]
+
+
+def default_output_dir(config: Config) -> Path:
+    return Path(config.paths.output_dir) / f"{config.experiment_name}-seed{config.seed}"
+
+
+def _check_output_dir(output_dir: Path, resume: bool) -> dict[str, Any] | None:
+    saved = checkpoint.load(output_dir / "checkpoints")
+    if resume and saved is None:
+        raise RunError(f"--resume: {output_dir} holds no checkpoint to resume from")
+    if not resume and (saved is not None or (output_dir / "metrics.json").exists()):
+        raise RunError(f"{output_dir} already holds a run; pass --resume to continue it or choose another --output-dir")
+    return saved
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> Path:
+    checkpoint.atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def train(config: Config, settings: Settings, output_dir: Path, resume: bool = False) -> RunResult:
+    """Train `config` into `output_dir`; with `resume`, continue from its last checkpoint."""
+    saved = _check_output_dir(output_dir, resume)
+    ensure_reachable(settings.MLFLOW_TRACKING_URI)
+    flags = seeding.seed_everything(config.seed, config.deterministic)
+    dataset = load_dataset(config.data, config.seed)
+    trainer = engine.Trainer(config, dataset.num_features, dataset.num_classes)
+
+    history: list[dict[str, float]] = []
+    run_id = None
+    if saved is not None:
+        trainer.load_state(saved["trainer"])
+        seeding.restore_rng(saved["rng"])
+        history, run_id = saved["history"], saved["mlflow_run_id"]
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run_info = provenance.collect(config, flags, sys.argv)
+    tracker = Tracker(settings.MLFLOW_TRACKING_URI, config.experiment_name, settings.MLFLOW_HTTP_REQUEST_TIMEOUT, run_id)
+    run_info["mlflow_run_id"] = tracker.run_id
+    _write_json(output_dir / "run.json", run_info)
+    if saved is None:
+        tracker.log_params(config.flat())
+
+    try:
+        for epoch in tqdm(range(len(history), config.training.epochs), desc="epochs", disable=not sys.stderr.isatty()):
+            train_scores = trainer.train_epoch(dataset.train)
+            val_scores = trainer.evaluate(dataset.val)
+            row = {"epoch": epoch + 1, **_prefixed("train", train_scores), **_prefixed("val", val_scores)}
+            history.append(row)
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            checkpoint.save(
+                output_dir / "checkpoints",
+                {
+                    "trainer": trainer.state(),
+                    "rng": seeding.capture_rng(),
+                    "history": history,
+                    "mlflow_run_id": tracker.run_id,
+                },
+            )
+        metrics = _finish(config, trainer, dataset.test, history, output_dir, tracker)
+    except BaseException:
+        tracker.finish(status="KILLED")
+        raise
+    tracker.finish()
+    return RunResult(output_dir, metrics, trainer.weights())
+
+
+def _prefixed(split: str, scores: dict[str, float]) -> dict[str, float]:
+    return {f"{split}_{name}": value for name, value in scores.items()}
+
+
+def _finish(
+    config: Config, trainer: Any, test_split: Any, history: list[dict[str, float]], output_dir: Path, tracker: Tracker
+) -> dict[str, Any]:
+    test_scores = _prefixed("test", trainer.evaluate(test_split))
+    final = {key: value for key, value in history[-1].items() if key != "epoch"}
+    metrics = {"final": {**final, **test_scores}, "epochs": history}
+    tracker.log_metrics(test_scores)
+    resolved = output_dir / "config.yaml"
+    resolved.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    artifacts = [
+        _write_json(output_dir / "metrics.json", metrics),
+        plots.plot_curves(history, output_dir / "curves.png"),
+        resolved,
+        output_dir / "run.json",
+        trainer.save_model(output_dir),
+    ]
+    tracker.log_artifacts(artifacts)
+    return metrics

@@ -1,0 +1,61 @@
+"""MLflow tracking: fail fast on an unreachable server, then log params, metrics and artifacts."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REACHABILITY_TIMEOUT_S = 5
+
+
+class TrackingError(Exception):
+    """The tracking store cannot be used; the message names the URI."""
+
+
+def ensure_reachable(uri: str) -> None:
+    """For a server URI, check `/health` within a few seconds, before any training starts."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACHABILITY_TIMEOUT_S) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as error:
+        reason = str(getattr(error, "reason", error))
+    raise TrackingError(
+        f"MLflow tracking server {uri} is unreachable ({reason}); start it (docker compose up -d mlflow) "
+        "or unset MLFLOW_TRACKING_URI to log to the local store"
+    )
+
+
+class Tracker:
+    """One MLflow run; `run_id` continues an earlier run (used by --resume)."""
+
+    def __init__(self, uri: str, experiment: str, timeout_s: int, run_id: str | None = None) -> None:
+        # Bound how long a client waits on a dead server (MLflow's default retries for minutes).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        import mlflow  # imported late: it is slow, and config errors should not wait for it
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(experiment)
+        self.run = mlflow.start_run(run_id=run_id)
+        self.run_id: str = self.run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._mlflow.log_params({key: str(value) for key, value in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._mlflow.log_metrics(metrics, step=step)
+
+    def log_artifacts(self, paths: list[Path]) -> None:
+        for path in paths:
+            self._mlflow.log_artifact(str(path))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._mlflow.end_run(status=status)
