@@ -1,0 +1,10 @@
+UV ?= uv
+
+install: ## create .venv from uv.lock (exact versions and hashes)
+	$(UV) sync --locked || { echo "uv.lock missing or stale: run 'make lock' first"; exit 1; }
+
+lock: ## resolve pyproject.toml into uv.lock
+	$(UV) lock
+
+lock-check: ## fail if uv.lock is out of date with pyproject.toml
+	$(UV) lock --check

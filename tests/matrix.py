@@ -1,0 +1,68 @@
+"""Every answer combination the questionnaire allows, enumerated from data/compat.yml (never by hand)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPAT: dict[str, Any] = yaml.safe_load((REPO / "data" / "compat.yml").read_text())
+MANAGERS: list[str] = list(COMPAT["managers"])
+FRAMEWORKS: dict[str, Any] = COMPAT["frameworks"]
+
+
+@dataclass(frozen=True)
+class Combo:
+    framework: str
+    cuda: str
+    python: str
+    manager: str
+    use_dvc: bool = True
+
+    @property
+    def id(self) -> str:
+        dvc = "" if self.use_dvc else "-nodvc"
+        return f"{self.framework}-{self.cuda}-py{self.python}-{self.manager}{dvc}"
+
+    def answers(self) -> dict[str, Any]:
+        return {
+            "framework": self.framework,
+            "cuda": self.cuda,
+            "python_version": self.python,
+            "manager": self.manager,
+            "use_dvc": self.use_dvc,
+        }
+
+
+def all_combos() -> list[Combo]:
+    """framework x CUDA x Python x manager, each pair only where the framework publishes it.
+
+    use_dvc is independent of the rest, so it is cycled rather than multiplied: both values are
+    rendered for every framework x manager pair, at half the cost.
+    """
+    combos = []
+    for name, fw in FRAMEWORKS.items():
+        product = itertools.product(fw["cuda"], fw["python"], MANAGERS)
+        for index, (cuda, python, manager) in enumerate(product):
+            combos.append(Combo(name, cuda, python, manager, use_dvc=index % 5 != 4))
+    return combos
+
+
+def refused_combos() -> list[tuple[dict[str, str], str]]:
+    """Answers the questionnaire must refuse, with the words its message must contain."""
+    every_cuda = sorted({cuda for fw in FRAMEWORKS.values() for cuda in fw["cuda"]} | {"11.8"})
+    refused: list[tuple[dict[str, str], str]] = []
+    for name, fw in FRAMEWORKS.items():
+        for cuda in every_cuda:
+            if cuda not in fw["cuda"]:
+                refused.append(({"framework": name, "cuda": cuda}, f"Invalid choice for 'cuda': '{cuda}'"))
+        for python in COMPAT["python_versions"] + ["3.9", "3.14"]:
+            if python not in fw["python"]:
+                refused.append(
+                    ({"framework": name, "python_version": python}, f"Invalid choice for 'python_version': '{python}'")
+                )
+    return refused

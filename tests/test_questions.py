@@ -1,0 +1,94 @@
+"""copier.yml: defaults, computed answers, and answers refused at question time with a clear message."""
+
+from __future__ import annotations
+
+import keyword
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import render
+from matrix import COMPAT, REPO, refused_combos
+
+
+def test_defaults_give_pytorch_cpu_pip(default_project: Path) -> None:
+    answers = yaml.safe_load((default_project / ".copier-answers.yml").read_text())
+    assert (answers["framework"], answers["cuda"], answers["manager"]) == ("pytorch", "cpu", "pip")
+    assert answers["python_version"] == COMPAT["default_python"]
+    assert answers["package_name"] == "ml_project"
+
+
+def test_computed_values_are_not_recorded(default_project: Path) -> None:
+    answers = yaml.safe_load((default_project / ".copier-answers.yml").read_text())
+    assert "compat" not in answers
+    assert "reserved_names" not in answers
+
+
+def test_package_name_is_derived_from_project_name(template: Path, tmp_path: Path) -> None:
+    project = render(template, tmp_path / "p", {"project_name": "My Cool-Project 2"})
+    assert (project / "src" / "my_cool_project_2" / "__init__.py").exists()
+
+
+def test_framework_index_url_is_asked_only_where_it_applies(template: Path, tmp_path: Path) -> None:
+    project = render(template, tmp_path / "p", {"framework": "jax"})
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert "framework_index_url" not in answers
+
+
+@pytest.mark.parametrize(
+    ("package_name", "message"),
+    [
+        ("my-proj!", "is not a valid package name"),
+        ("123abc", "is not a valid package name"),
+        ("MyProj", "is not a valid package name"),
+        ("", "is not a valid package name"),
+        ("import", "is a Python keyword or standard-library module"),
+        ("class", "is a Python keyword or standard-library module"),
+        ("json", "is a Python keyword or standard-library module"),
+        ("logging", "is a Python keyword or standard-library module"),
+    ],
+)
+def test_bad_package_names_are_refused(template: Path, tmp_path: Path, package_name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"Validation error for question 'package_name': .*{message}"):
+        render(template, tmp_path / "p", {"package_name": package_name})
+    assert not (tmp_path / "p").exists(), "a refused answer must leave nothing behind"
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ({"author_email": "not-an-email"}, "is not an e-mail address"),
+        ({"project_name": "  "}, "cannot be empty"),
+        ({"framework": "mxnet"}, "Invalid choice for 'framework'"),
+        ({"manager": "pipenv"}, "Invalid choice for 'manager'"),
+        ({"framework_index_url": "download.pytorch.org/whl/cpu"}, "is not an index URL"),
+    ],
+)
+def test_bad_answers_are_refused(template: Path, tmp_path: Path, answers: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        render(template, tmp_path / "p", answers)
+
+
+@pytest.mark.parametrize(("answers", "message"), refused_combos(), ids=lambda v: str(v) if isinstance(v, dict) else "")
+def test_unpublished_combinations_are_refused_naming_valid_choices(
+    template: Path, tmp_path: Path, answers: dict[str, str], message: str
+) -> None:
+    framework = COMPAT["frameworks"][answers["framework"]]
+    valid = list(framework["cuda"]) if "cuda" in answers else framework["python"]
+    with pytest.raises(ValueError, match=rf"{message} is not in \[") as caught:
+        render(template, tmp_path / "p", answers)
+    assert all(f"'{choice}'" in str(caught.value) for choice in valid)
+
+
+def test_refused_combinations_include_the_known_bad_ones() -> None:
+    refused = {tuple(sorted(answers.items())) for answers, _ in refused_combos()}
+    assert (("cuda", "11.8"), ("framework", "tensorflow")) in refused
+    assert (("cuda", "11.8"), ("framework", "jax")) in refused
+    assert (("framework", "jax"), ("python_version", "3.10")) in refused
+
+
+def test_reserved_names_cover_this_interpreter() -> None:
+    reserved = set((REPO / "data" / "reserved_names.txt").read_text().split())
+    expected = set(keyword.kwlist) | {name for name in sys.stdlib_module_names if not name.startswith("_")}
+    assert expected <= reserved, sorted(expected - reserved)
