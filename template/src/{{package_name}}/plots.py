@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.2)  # tight_layout costs ~0.4 s
     for split in ("train", "val"):
         loss_axis.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
         accuracy_axis.plot(epochs, [row[f"{split}_accuracy"] for row in history], marker="o", label=split)
@@ -21,7 +22,6 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     for axis in (loss_axis, accuracy_axis):
         axis.legend()
         axis.grid(alpha=0.3)
-    figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path

@@ -51,7 +51,8 @@ class Tracker:
         self._mlflow.log_params({key: str(value) for key, value in params.items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._mlflow.log_metrics(metrics, step=step)
+        # Asynchronous: MLflow queues the write and flushes it by end_run, so epochs don't wait on the store.
+        self._mlflow.log_metrics(metrics, step=step, synchronous=False)
 
     def log_artifacts(self, paths: list[Path]) -> None:
         for path in paths:

@@ -1,0 +1,62 @@
+"""Runs inside a generated project's environment; see train_overhead.py."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+project, runs, epochs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+package = next(path.parent.name for path in (project / "src").glob("*/cli.py"))
+os.environ["HOME"] = tempfile.mkdtemp()
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{os.environ['HOME']}/mlflow.db"
+config_module = importlib.import_module(f"{package}.config")
+runner = importlib.import_module(f"{package}.runner")
+engine = importlib.import_module(f"{package}.engine")
+seeding = importlib.import_module(f"{package}.seeding")
+data = importlib.import_module(f"{package}.data")
+settings = importlib.import_module(f"{package}.settings").load_settings(Path("/nonexistent/.env"))
+
+
+def config(deterministic: bool = True):
+    overrides = [f"training.epochs={epochs}", f"deterministic={str(deterministic).lower()}"]
+    return config_module.load_config(project / "configs" / "baseline.yaml", overrides)
+
+
+def generated(deterministic: bool = True) -> None:
+    runner.train(config(deterministic), settings, Path(tempfile.mkdtemp()) / "run")
+
+
+def bare() -> None:
+    cfg = config()
+    seeding.seed_everything(cfg.seed, cfg.deterministic)
+    dataset = data.load_dataset(cfg.data, cfg.seed)
+    trainer = engine.Trainer(cfg, dataset.num_features, dataset.num_classes)
+    for _ in range(cfg.training.epochs):
+        trainer.train_epoch(dataset.train)
+        trainer.evaluate(dataset.val)
+    trainer.evaluate(dataset.test)
+
+
+def median(action) -> float:
+    action()  # warm-up: imports, MLflow store creation, kernel caches
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+bare_s, generated_s = median(bare), median(generated)
+device = engine.framework_versions()["device"]
+print(f"framework {engine.FRAMEWORK}, device {device}, {epochs} epochs, median of {runs}")
+print(f"bare loop           {bare_s:7.3f} s")
+print(f"generated loop      {generated_s:7.3f} s   ratio {generated_s / bare_s:.3f} (target <= 1.10)")
+if device != "cpu":
+    fast_s = median(lambda: generated(deterministic=False))
+    print(f"non-deterministic   {fast_s:7.3f} s   deterministic/non-deterministic {generated_s / fast_s:.3f}")
