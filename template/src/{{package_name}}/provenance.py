@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ def collect(config: Config, flags: dict[str, Any], argv: list[str]) -> dict[str,
     """Provenance of this run. Holds no secrets: settings are not part of it."""
     status = _git("status", "--porcelain")
     return {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": [Path(sys.executable).name, *argv],
         "python": platform.python_version(),
         "platform": platform.platform(),

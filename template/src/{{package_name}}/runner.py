@@ -64,7 +64,9 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
 
     output_dir.mkdir(parents=True, exist_ok=True)
     run_info = provenance.collect(config, flags, sys.argv)
-    tracker = Tracker(settings.MLFLOW_TRACKING_URI, config.experiment_name, settings.MLFLOW_HTTP_REQUEST_TIMEOUT, run_id)
+    tracker = Tracker(
+        settings.MLFLOW_TRACKING_URI, config.experiment_name, settings.MLFLOW_HTTP_REQUEST_TIMEOUT, run_id
+    )
     run_info["mlflow_run_id"] = tracker.run_id
     _write_json(output_dir / "run.json", run_info)
     if saved is None:

@@ -20,7 +20,8 @@ def ensure_reachable(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACHABILITY_TIMEOUT_S) as response:
+        health = f"{uri.rstrip('/')}/health"
+        with urllib.request.urlopen(health, timeout=REACHABILITY_TIMEOUT_S) as response:  # noqa: S310 - http(s) only
             if response.status == 200:
                 return
             reason = f"HTTP {response.status}"
