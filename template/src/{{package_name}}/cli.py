@@ -7,10 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import ConfigError, load_config
-from .runner import RunError, default_output_dir, train
-from .settings import SettingsError, load_settings
-from .tracking import TrackingError
+from .config import load_config
+from .errors import UserError
+from .settings import load_settings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -28,9 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides, seed=args.seed)
         settings = load_settings()
+        # Imported only now: the framework takes seconds to load, and a config error should not wait for it.
+        from .runner import default_output_dir, train
+
         output_dir = args.output_dir or default_output_dir(config)
         result = train(config, settings, output_dir, resume=args.resume)
-    except (ConfigError, SettingsError, TrackingError, RunError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     final = result.metrics["final"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display needed: CI, containers, SSH sessions
-import matplotlib.pyplot as plt
-
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
+    # matplotlib is imported here: it costs ~2 s, and a run only plots once, at its end.
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed: CI, containers, SSH sessions
+    import matplotlib.pyplot as plt
+
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
     figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.2)  # tight_layout costs ~0.4 s

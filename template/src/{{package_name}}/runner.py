@@ -14,11 +14,12 @@ from tqdm import tqdm
 from . import checkpoint, engine, plots, provenance, seeding
 from .config import Config
 from .data import load_dataset
+from .errors import UserError
 from .settings import Settings
 from .tracking import Tracker, ensure_reachable
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A run that cannot start; the message is one line."""
 
 

@@ -8,10 +8,12 @@ from dotenv import load_dotenv
 from pydantic import Field, PositiveInt, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import UserError
+
 TRACKING_SCHEMES = ("sqlite://", "file:", "http://", "https://", "databricks")
 
 
-class SettingsError(Exception):
+class SettingsError(UserError):
     """Missing or malformed environment variables; the message is one line naming each of them."""
 
 

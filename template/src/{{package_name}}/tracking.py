@@ -8,10 +8,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 REACHABILITY_TIMEOUT_S = 5
 
 
-class TrackingError(Exception):
+class TrackingError(UserError):
     """The tracking store cannot be used; the message names the URI."""
 
 

@@ -1,0 +1,5 @@
+"""The one exception type the command line turns into a one-line message (no traceback)."""
+
+
+class UserError(Exception):
+    """Something the user can fix: a bad config, a missing variable, an unreachable server, a used run folder."""
