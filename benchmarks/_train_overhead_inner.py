@@ -57,6 +57,7 @@ device = engine.framework_versions()["device"]
 print(f"framework {engine.FRAMEWORK}, device {device}, {epochs} epochs, median of {runs}")
 print(f"bare loop           {bare_s:7.3f} s")
 print(f"generated loop      {generated_s:7.3f} s   ratio {generated_s / bare_s:.3f} (target <= 1.10)")
+print(f"overhead            {generated_s - bare_s:7.3f} s per run ({(generated_s - bare_s) / epochs * 1000:.1f} ms/epoch)")
 if device != "cpu":
     fast_s = median(lambda: generated(deterministic=False))
     print(f"non-deterministic   {fast_s:7.3f} s   deterministic/non-deterministic {generated_s / fast_s:.3f}")
