@@ -1,0 +1,164 @@
+"""JAX backend: model, one epoch of training, evaluation, and the full training state.
+
+Randomness is explicit: one key from the seed, split per epoch (shuffle, dropout) and folded in per
+step. The key lives in the checkpoint, so a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .config import Config
+from .data import Split
+
+FRAMEWORK = "jax"
+MODEL_FILE = "model.npz"
+DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+
+Params = list[tuple[jax.Array, jax.Array]]
+
+
+def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
+    """JAX has no global seed (see Trainer); on GPU, XLA needs its deterministic-ops flag.
+
+    XLA reads XLA_FLAGS when the backend starts, which is at the first computation, after this call.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if deterministic and DETERMINISTIC_XLA_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
+    return {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "jax.random.key": seed}
+
+
+def framework_versions() -> dict[str, Any]:
+    device = jax.devices()[0]
+    on_gpu = device.platform == "gpu"
+    return {
+        "framework": FRAMEWORK,
+        "framework_version": jax.__version__,
+        "cuda": getattr(device.client, "platform_version", None) if on_gpu else None,
+        "cudnn": None,
+        "device": device.device_kind if on_gpu else "cpu",
+    }
+
+
+def _init_params(key: jax.Array, sizes: list[int]) -> Params:
+    params = []
+    for fan_in, fan_out, layer_key in zip(sizes[:-1], sizes[1:], jax.random.split(key, len(sizes) - 1), strict=True):
+        limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform, as the other frameworks' defaults
+        weights = jax.random.uniform(layer_key, (fan_in, fan_out), minval=-limit, maxval=limit)
+        params.append((weights, jnp.zeros(fan_out)))
+    return params
+
+
+def _forward(params: Params, features: jax.Array, dropout: float, key: jax.Array | None) -> jax.Array:
+    hidden = features
+    for index, (weights, bias) in enumerate(params[:-1]):
+        hidden = jax.nn.relu(hidden @ weights + bias)
+        if key is not None and dropout > 0:
+            keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - dropout, hidden.shape)
+            hidden = jnp.where(keep, hidden / (1.0 - dropout), 0.0)
+    weights, bias = params[-1]
+    return hidden @ weights + bias
+
+
+def _optimizer(name: str, learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
+    if name == "adamw":
+        return optax.adamw(learning_rate, weight_decay=weight_decay)
+    # Like torch's Adam and SGD: weight decay as an L2 term added to the gradient.
+    inner = optax.adam(learning_rate) if name == "adam" else optax.sgd(learning_rate, momentum=0.9)
+    return optax.chain(optax.add_decayed_weights(weight_decay), inner)
+
+
+class _Compiled(NamedTuple):
+    optimizer: optax.GradientTransformation
+    step: Callable[..., Any]
+    scores: Callable[..., Any]
+
+
+@functools.cache
+def _compiled(dropout: float, optimizer_name: str, learning_rate: float, weight_decay: float) -> _Compiled:
+    """Jitted step and evaluation, cached per hyper-parameters so every run in a process reuses them."""
+    optimizer = _optimizer(optimizer_name, learning_rate, weight_decay)
+
+    def loss(params: Params, features: jax.Array, labels: jax.Array, key: jax.Array | None) -> Any:
+        logits = _forward(params, features, dropout, key)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+
+    @jax.jit
+    def step(params: Params, opt_state: Any, features: jax.Array, labels: jax.Array, key: jax.Array) -> Any:
+        (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params, features, labels, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        correct = (logits.argmax(axis=1) == labels).sum()
+        return optax.apply_updates(params, updates), opt_state, value, correct
+
+    @jax.jit
+    def scores(params: Params, features: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+        value, logits = loss(params, features, labels, None)
+        return value, (logits.argmax(axis=1) == labels).mean()
+
+    return _Compiled(optimizer, step, scores)
+
+
+class Trainer:
+    """Owns parameters, optimizer state and the PRNG key, so a checkpoint can restore all of them."""
+
+    def __init__(self, config: Config, num_features: int, num_classes: int) -> None:
+        self.config = config
+        init_key, self.key = jax.random.split(jax.random.key(config.seed))
+        self.params = _init_params(init_key, [num_features, *config.model.hidden_sizes, num_classes])
+        training = config.training
+        self.compiled = _compiled(
+            config.model.dropout, training.optimizer, training.learning_rate, training.weight_decay
+        )
+        self.opt_state = self.compiled.optimizer.init(self.params)
+
+    def train_epoch(self, split: Split) -> dict[str, float]:
+        self.key, shuffle_key, dropout_key = jax.random.split(self.key, 3)
+        order = np.asarray(jax.random.permutation(shuffle_key, len(split.labels)))
+        batch_size = self.config.training.batch_size
+        total_loss, correct = 0.0, 0
+        for step, start in enumerate(range(0, len(order), batch_size)):
+            batch = order[start : start + batch_size]
+            self.params, self.opt_state, loss, hits = self.compiled.step(
+                self.params, self.opt_state, split.features[batch], split.labels[batch],
+                jax.random.fold_in(dropout_key, step),
+            )  # fmt: skip
+            total_loss += float(loss) * len(batch)
+            correct += int(hits)
+        return {"loss": total_loss / len(order), "accuracy": correct / len(order)}
+
+    def evaluate(self, split: Split) -> dict[str, float]:
+        loss, accuracy = self.compiled.scores(self.params, split.features, split.labels)
+        return {"loss": float(loss), "accuracy": float(accuracy)}
+
+    def state(self) -> dict[str, Any]:
+        """Everything that decides the next epoch, as NumPy values (see checkpoint.py)."""
+        return {
+            "params": self.weights(),
+            "opt_state": [np.asarray(leaf) for leaf in jax.tree.leaves(self.opt_state)],
+            "key": np.asarray(jax.random.key_data(self.key)),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        arrays = iter(state["params"])
+        self.params = [(jnp.asarray(next(arrays)), jnp.asarray(next(arrays))) for _ in self.params]
+        structure = jax.tree.structure(self.compiled.optimizer.init(self.params))
+        self.opt_state = jax.tree.unflatten(structure, [jnp.asarray(leaf) for leaf in state["opt_state"]])
+        self.key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
+
+    def save_model(self, directory: Path) -> Path:
+        path = directory / MODEL_FILE
+        np.savez(path, *self.weights())
+        return path
+
+    def weights(self) -> list[np.ndarray]:
+        return [np.asarray(array) for layer in self.params for array in layer]
