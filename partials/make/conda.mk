@@ -1,15 +1,21 @@
+# conda: environment.yml (conda-forge) -> conda-lock.yml (linux-64, exact builds and hashes).
 CONDA ?= micromamba
+CONDA_LOCK ?= conda-lock
+LOCK_ARGS := -f environment.yml -p linux-64
 
 install: ## create the environment in .venv from conda-lock.yml (or environment.yml before the first lock)
 	if [ -f conda-lock.yml ]; then \
-	  conda-lock install --micromamba -p $(VENV) conda-lock.yml; \
+	  $(CONDA_LOCK) install --micromamba -p $(VENV) conda-lock.yml; \
 	else \
+	  echo "no conda-lock.yml yet: creating from environment.yml (run 'make lock' to pin everything)"; \
 	  $(CONDA) create -y -p $(VENV) -f environment.yml; \
 	fi
 	$(BIN)/pip install --no-deps -e .
 
 lock: ## resolve environment.yml into conda-lock.yml (linux-64)
-	conda-lock lock -f environment.yml -p linux-64
+	$(CONDA_LOCK) lock $(LOCK_ARGS)
 
-lock-check: ## fail if conda-lock.yml is out of date with environment.yml
-	conda-lock lock -f environment.yml -p linux-64 --check-input-hash
+lock-check: ## fail if conda-lock.yml was not made from the current environment.yml
+	mkdir -p $(VENV) && cp conda-lock.yml $(VENV)/conda-lock.check.yml
+	$(CONDA_LOCK) lock $(LOCK_ARGS) --check-input-hash --lockfile $(VENV)/conda-lock.check.yml
+	diff -q conda-lock.yml $(VENV)/conda-lock.check.yml || { echo "conda-lock.yml is stale: run 'make lock'"; exit 1; }

@@ -1,4 +1,12 @@
+# pip: requirements.in (direct pins) -> requirements.txt (every package, exact version and hashes),
+# resolved by uv for Linux x86-64 / Python {{ python_version }} (the Docker image's platform).
 PIP_INDEX_ARGS := {{ '--extra-index-url $(FRAMEWORK_INDEX_URL)' if deps.framework_index else '' }}
+LOCK_ARGS := --generate-hashes --python-version {{ python_version }} --python-platform x86_64-manylinux_2_28 \
+  --index-strategy unsafe-best-match $(PIP_INDEX_ARGS)
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q uv=={{ compat.tools.uv }}
 
 install: ## create .venv from the lock (requirements.txt), or from requirements.in before the first lock
 	$(PYTHON) -m venv $(VENV)
@@ -10,13 +18,10 @@ install: ## create .venv from the lock (requirements.txt), or from requirements.
 	fi
 	$(BIN)/pip install --no-deps -e .
 
-lock: ## resolve requirements.in into requirements.txt (exact versions and hashes)
-	$(BIN)/pip install -q uv=={{ compat.tools.uv }}
-	$(BIN)/uv pip compile requirements.in --generate-hashes --python-version {{ python_version }} \
-	  --python-platform x86_64-manylinux_2_28 $(PIP_INDEX_ARGS) --index-strategy unsafe-best-match -o requirements.txt
+lock: $(BIN)/uv ## resolve requirements.in into requirements.txt (keeps existing pins; delete it to upgrade)
+	$(BIN)/uv pip compile requirements.in $(LOCK_ARGS) -o requirements.txt
 
-lock-check: ## fail if requirements.txt is out of date with requirements.in
-	$(BIN)/pip install -q uv=={{ compat.tools.uv }}
-	$(BIN)/uv pip compile requirements.in --generate-hashes --python-version {{ python_version }} \
-	  --python-platform x86_64-manylinux_2_28 $(PIP_INDEX_ARGS) --index-strategy unsafe-best-match -o /tmp/requirements.check.txt --quiet
-	diff -I '^#' requirements.txt /tmp/requirements.check.txt
+lock-check: $(BIN)/uv ## fail if requirements.txt is out of date with requirements.in
+	cp requirements.txt $(VENV)/requirements.check.txt
+	$(BIN)/uv pip compile requirements.in $(LOCK_ARGS) --quiet -o $(VENV)/requirements.check.txt
+	diff -I '^ *#' requirements.txt $(VENV)/requirements.check.txt || { echo "requirements.txt is stale: run 'make lock'"; exit 1; }

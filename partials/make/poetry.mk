@@ -1,9 +1,12 @@
+# Poetry: pyproject.toml -> poetry.lock (every package, with hashes); the environment lives in .venv.
 POETRY ?= poetry
+export POETRY_VIRTUALENVS_IN_PROJECT := true
 
-install: ## create .venv from poetry.lock
-	POETRY_VIRTUALENVS_IN_PROJECT=true $(POETRY) install --with dev
+install: ## create .venv with $(PYTHON) from poetry.lock
+	$(POETRY) env use $(PYTHON)
+	$(POETRY) sync --with dev
 
-lock: ## resolve pyproject.toml into poetry.lock
+lock: ## resolve pyproject.toml into poetry.lock (keeps existing pins; `poetry update` to upgrade)
 	$(POETRY) lock
 
 lock-check: ## fail if poetry.lock is out of date with pyproject.toml
