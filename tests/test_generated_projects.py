@@ -41,6 +41,8 @@ def installed(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wh
                 answers["framework_index_url"] = local_wheel_index
             project = render(template, tmp_path_factory.mktemp(framework) / "project", answers)
             subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+            # As the README says: lock (uv resolves in seconds), then install exactly the lock (no resolver).
+            _make(project, "lock", dict(os.environ))
             _make(project, "install", dict(os.environ))
             home = tmp_path_factory.mktemp(f"{framework}-home")
             cache[framework] = project, {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home}/m.db"}
