@@ -8,13 +8,20 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q uv=={{ compat.tools.uv }}
 
+# Before the first lock, the framework comes from its own index alone (its dependencies then from PyPI):
+# asking that index for every package costs minutes where it is slow or only reachable through a mirror.
 install: ## create .venv from the lock (requirements.txt), or from requirements.in before the first lock
 	$(PYTHON) -m venv $(VENV)
 	if [ -f requirements.txt ]; then \
 	  $(BIN)/pip install --require-hashes --no-deps $(PIP_INDEX_ARGS) -r requirements.txt; \
 	else \
 	  echo "no requirements.txt yet: installing from requirements.in (run 'make lock' to pin everything)"; \
-	  $(BIN)/pip install $(PIP_INDEX_ARGS) -r requirements.in; \
+{% if deps.framework_index %}
+	  $(BIN)/pip install --no-deps --index-url $(FRAMEWORK_INDEX_URL) '{{ deps.framework_requirement }}'; \
+	  $(BIN)/pip install -r requirements.in; \
+{% else %}
+	  $(BIN)/pip install -r requirements.in; \
+{% endif %}
 	fi
 	$(BIN)/pip install --no-deps -e .
 
