@@ -1,0 +1,273 @@
+"""The compose services' own commands, run as local processes on 127.0.0.1 (no Docker engine here).
+
+- mlflow: the exact `mlflow server` command of compose.yaml (its volumes mapped to temporary folders, its port to
+  a free one); the project's train.py logs to it over HTTP; the REST API then shows the run, metrics, artifacts.
+- jupyter: compose's `jupyter lab` command and token variable; a request without the token is refused.
+Both run from the default project's own environment (its pinned mlflow and jupyterlab).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import render, tool
+from matrix import COMPAT
+
+pytestmark = pytest.mark.slow
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _request(
+    url: str, data: dict | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _wait_for(
+    url: str, process: subprocess.Popen, log: Path, timeout_s: float = 300
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (auth may refuse): it is up
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(
+        f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}"
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def project(
+    template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str
+) -> Path:
+    """The default project with its direct pins installed into .venv (uv, torch from the local index only)."""
+    root = tmp_path_factory.mktemp("services")
+    project = render(
+        template,
+        root / "project",
+        {"python_version": PYTHON, "framework_index_url": local_wheel_index},
+    )
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    venv = project / ".venv"
+    subprocess.run(
+        [tool("uv"), "venv", "-q", "--python", sys.executable, str(venv)],
+        env=env,
+        check=True,
+    )
+    install = [
+        tool("uv"),
+        "pip",
+        "install",
+        "-q",
+        "--python",
+        str(venv / "bin" / "python"),
+    ]
+    index = [
+        "--extra-index-url",
+        local_wheel_index,
+        "--index-strategy",
+        "unsafe-best-match",
+    ]
+    subprocess.run(
+        [*install, *index, "-r", str(project / "requirements.in")],
+        env=env,
+        check=True,
+        timeout=1500,
+    )
+    subprocess.run([*install, "--no-deps", "-e", str(project)], env=env, check=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def compose(project: Path) -> dict:
+    return yaml.safe_load((project / "compose.yaml").read_text())["services"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(
+    project: Path, compose: dict, home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    service = compose["mlflow"]
+    root = tmp_path_factory.mktemp("mlflow")
+    command = [str(project / ".venv" / "bin" / "mlflow"), *service["command"][1:]]
+    for volume in service[
+        "volumes"
+    ]:  # named volume -> a temporary folder at the same place in the command
+        target = volume.split(":")[1]
+        (root / target.strip("/")).mkdir(parents=True)
+        command = [
+            part.replace(target, str(root / target.strip("/"))) for part in command
+        ]
+    port = _free_port()
+    assert "--host=0.0.0.0" in command and "--port=5000" in command
+    command = [part.replace("--host=0.0.0.0", "--host=127.0.0.1") for part in command]
+    command = [part.replace("--port=5000", f"--port={port}") for part in command]
+    log = root / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HOME": str(home)},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{url}/health", process, log)
+        yield url
+    finally:
+        _stop(process)
+    artifacts = list((root / "mlflow" / "artifacts").rglob("*"))
+    assert artifacts, "the served artifact store stayed empty"
+
+
+def test_train_logs_run_metrics_and_artifacts_to_the_compose_mlflow(
+    project: Path, mlflow_server: str, home: Path, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "PYTHONHASHSEED": "0",
+    }
+    result = subprocess.run(
+        [str(project / ".venv" / "bin" / "python"), "train.py", "--config", "configs/baseline.yaml", "--seed", "42",
+         "--output-dir", str(tmp_path / "run"), "training.epochs=2"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    api = f"{mlflow_server}/api/2.0/mlflow"
+    status, body = _request(f"{api}/experiments/get-by-name?experiment_name=baseline")
+    assert status == 200, body
+    experiment_id = json.loads(body)["experiment"]["experiment_id"]
+    status, body = _request(
+        f"{api}/runs/search", {"experiment_ids": [experiment_id], "max_results": 5}
+    )
+    assert status == 200, body
+    runs = json.loads(body)["runs"]
+    assert len(runs) == 1 and runs[0]["info"]["status"] == "FINISHED"
+    run = runs[0]
+    metrics = {metric["key"] for metric in run["data"].get("metrics", [])}
+    assert {"test_accuracy", "test_loss"} <= metrics, metrics
+    status, body = _request(f"{api}/artifacts/list?run_id={run['info']['run_id']}")
+    assert status == 200, body
+    assert json.loads(body).get("files"), "no artifact arrived"
+
+
+def test_mlflow_accepts_the_trainer_and_refuses_foreign_hosts(
+    mlflow_server: str,
+) -> None:
+    search = f"{mlflow_server}/api/2.0/mlflow/experiments/search"
+    assert (
+        _request(search, {"max_results": 1}, {"Host": "mlflow:5000"})[0] == 200
+    )  # the trainer, inside compose
+    assert (
+        _request(search, {"max_results": 1}, {"Host": "localhost:5000"})[0] == 200
+    )  # the browser on the host
+    assert (
+        _request(search, {"max_results": 1}, {"Host": "attacker.example"})[0] == 403
+    )  # DNS rebinding
+
+
+def test_jupyter_refuses_requests_without_the_token(
+    project: Path, compose: dict, home: Path, tmp_path: Path
+) -> None:
+    service = compose["jupyter"]
+    assert service["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?")
+    port = _free_port()
+    replace = {"--ServerApp.ip=0.0.0.0": "--ServerApp.ip=127.0.0.1", "--ServerApp.port=8888": f"--ServerApp.port={port}",
+               "--ServerApp.root_dir=/app": f"--ServerApp.root_dir={project}"}  # fmt: skip
+    assert set(replace) <= set(service["command"])
+    command = [str(project / ".venv" / "bin" / service["command"][0])]
+    command += [replace.get(part, part) for part in service["command"][1:]]
+    if (
+        os.geteuid() == 0
+    ):  # the image runs it as its non-root user; this test machine may run tests as root
+        command.append("--allow-root")
+    token = "test-" + os.urandom(8).hex()
+    env = {**os.environ, "HOME": str(home), "JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}  # fmt: skip
+    log = tmp_path / "jupyter.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{url}/api", process, log)
+        assert _request(f"{url}/api/status")[0] == 403
+        assert (
+            _request(f"{url}/api/status", headers={"Authorization": "token wrong"})[0]
+            == 403
+        )
+        status, _ = _request(f"{url}/lab")
+        assert status == 302, "the UI must redirect to the login page"
+        assert (
+            _request(f"{url}/api/status", headers={"Authorization": f"token {token}"})[
+                0
+            ]
+            == 200
+        )
+        assert _request(f"{url}/lab?token={token}")[0] == 200
+    finally:
+        _stop(process)
+
+
+def test_compose_pins_the_image_the_server_command_was_checked_with(
+    compose: dict,
+) -> None:
+    image_version = compose["mlflow"]["image"].rsplit(":v", 1)[1]
+    assert image_version == COMPAT["packages"]["runtime"]["mlflow"], (
+        "the server flags were checked with this mlflow"
+    )
