@@ -25,8 +25,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides, seed=args.seed)
         settings = load_settings()
+        # DATA_DIR / OUTPUT_DIR from the environment come first, so KEY=VALUE on the command line wins.
+        config = load_config(args.config, [*settings.config_overrides(), *args.overrides], seed=args.seed)
         # Imported only now: the framework takes seconds to load, and a config error should not wait for it.
         from .runner import default_output_dir, train
 

@@ -1,16 +1,35 @@
-"""Settings from the environment and `.env` (python-dotenv), validated once at start-up."""
+"""Settings from the environment and `.env` (python-dotenv), validated once at start-up.
+
+Every variable the project reads is a field of `Settings`, and `.env.example` documents each one.
+None is required to train: a fresh clone trains with the defaults. An empty value (`NAME=`) means
+"use the default". Some variables come in pairs (a user name needs its password); a half-set pair
+and any malformed value stop the program with ONE line naming every such variable.
+
+Secrets are `SecretStr`: they print as '**********', and nothing here puts them in logs, MLflow
+params or run.json (the tests check it). Error messages never echo a secret's value.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 
-from dotenv import load_dotenv
-from pydantic import Field, PositiveInt, SecretStr, ValidationError, field_validator
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import UserError
 
 TRACKING_SCHEMES = ("sqlite://", "file:", "http://", "https://", "databricks")
+
+# Variables that only make sense together: setting one of them requires the others.
+PAIRS: tuple[tuple[str, ...], ...] = (
+    ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+    ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY"),
+)
 
 
 class SettingsError(UserError):
@@ -18,32 +37,113 @@ class SettingsError(UserError):
 
 
 class Settings(BaseSettings):
-    """Every variable the training code reads. `.env.example` documents each one."""
+    """Every variable the project reads (training code, compose, DVC remotes)."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
+    # env_ignore_empty: `NAME=` in .env (as .env.example ships) means "use the default".
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, env_ignore_empty=True)
 
+    # --- training: every one optional
     MLFLOW_TRACKING_URI: str = "sqlite:///mlflow.db"
-    MLFLOW_HTTP_REQUEST_TIMEOUT: PositiveInt = 10
-    # Secrets: typed SecretStr so they print as '**********' and never reach logs or run.json.
-    MLFLOW_TRACKING_PASSWORD: SecretStr | None = Field(default=None)
-    JUPYTER_TOKEN: SecretStr | None = Field(default=None)
+    MLFLOW_HTTP_REQUEST_TIMEOUT: int = Field(default=10, gt=0)
+    MLFLOW_TRACKING_USERNAME: str | None = None
+    MLFLOW_TRACKING_PASSWORD: SecretStr | None = None
+    DATA_DIR: Path | None = None  # overrides the config's paths.data_dir
+    OUTPUT_DIR: Path | None = None  # overrides the config's paths.output_dir
+
+    # --- compose (read by docker compose from .env; validated here so a typo fails early and clearly)
+    JUPYTER_TOKEN: SecretStr | None = None  # required by `docker compose up jupyter` (compose enforces it)
+    MLFLOW_PORT: int = Field(default=5000, ge=1, le=65535)
+    JUPYTER_PORT: int = Field(default=8888, ge=1, le=65535)
+    HOST_UID: int = Field(default=1000, ge=0)
+    HOST_GID: int = Field(default=1000, ge=0)
+
+    # --- remote storage for DVC remotes and MLflow artifacts (read by boto3, gcsfs, adlfs)
+    AWS_ACCESS_KEY_ID: SecretStr | None = None
+    AWS_SECRET_ACCESS_KEY: SecretStr | None = None
+    AWS_DEFAULT_REGION: str | None = None
+    AWS_ENDPOINT_URL: str | None = None  # S3-compatible stores (MinIO, Ceph)
+    GOOGLE_APPLICATION_CREDENTIALS: Path | None = None
+    AZURE_STORAGE_ACCOUNT: str | None = None
+    AZURE_STORAGE_KEY: SecretStr | None = None
 
     @field_validator("MLFLOW_TRACKING_URI")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
+        if re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", value):
+            # Error messages and the tracking client print the URI: a password in it would leak.
+            raise ValueError("holds a password; put credentials in MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
         if not value.startswith(TRACKING_SCHEMES):
             raise ValueError(f"'{value}' must start with one of {', '.join(TRACKING_SCHEMES)}")
         return value
 
+    @field_validator("AWS_ENDPOINT_URL")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"'{value}' must start with http:// or https://")
+        return value
+
+    @field_validator("GOOGLE_APPLICATION_CREDENTIALS")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file (the service-account JSON key)")
+        return value
+
+    def config_overrides(self) -> list[str]:
+        """DATA_DIR / OUTPUT_DIR as config overrides (command-line KEY=VALUE overrides, given after, win)."""
+        overrides = []
+        for name, key in (("DATA_DIR", "paths.data_dir"), ("OUTPUT_DIR", "paths.output_dir")):
+            value = getattr(self, name)
+            if value is not None:
+                overrides.append(f"{key}={json.dumps(str(value))}")  # JSON-quoted: always read back as a string
+        return overrides
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        # Only the message: pydantic's `input` (the raw value) may be a secret, so it is never shown.
+        problems.append(f"{name}: {message}" if name else message)
+    return "; ".join(problems)
+
+
+def load_dotenv_file(env_file: Path) -> None:
+    """Put `.env`'s non-empty values into os.environ; variables already set in the shell win.
+
+    Empty values are skipped rather than exported as "": libraries such as boto3 would take an
+    empty AWS_ACCESS_KEY_ID for a real (and wrong) one.
+    """
+    if not env_file.is_file():
+        return
+    for name, value in dotenv_values(env_file).items():
+        if value and name not in os.environ:
+            os.environ[name] = value
+
+
+def _incomplete_pairs() -> list[str]:
+    problems = []
+    for pair in PAIRS:
+        present = [name for name in pair if os.environ.get(name)]
+        if present:
+            problems += [f"{name}: required when {present[0]} is set" for name in pair if name not in present]
+    return problems
+
 
 def load_settings(env_file: Path = Path(".env")) -> Settings:
-    """Load `.env` (if present; real environment variables win) and validate."""
-    load_dotenv(env_file, override=False)
+    """Load `.env` (if present), then validate the environment; raises one-line SettingsError.
+
+    The message names every problem at once: each missing variable, then each malformed one.
+    """
+    load_dotenv_file(env_file)
+    problems = _incomplete_pairs()
+    settings = None
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
-            for item in error.errors()
-        )
-        raise SettingsError(f"environment ({env_file} or shell): {problems}") from None
+        problems.append(_describe(error))
+    if settings is None or problems:
+        raise SettingsError(f"environment ({env_file} or shell): {'; '.join(problems)}")
+    return settings
