@@ -394,13 +394,8 @@ def test_changed_answer_rerenders_only_what_depends_on_it(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="copier keeps the recorded framework_index_url (the CPU index) when only cuda changes on update; "
-    "the README tells users to pass -d framework_index_url too (see test above)",
-)
 def test_cuda_alone_moves_the_framework_index(old_projects: Callable[[str], Path], tmp_path: Path) -> None:
+    """copier.yml's validator rejects the recorded CPU index for a CUDA answer, so the matching default wins."""
     project = Path(shutil.copytree(old_projects("pip"), tmp_path / "ml-project", symlinks=True))
     cuda, data = cuda_change("pip")
     update(project, data={"cuda": cuda}, vcs_ref=VcsRef.CURRENT)
