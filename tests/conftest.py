@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from matrix import REPO, Combo, all_combos
+from matrix import FRAMEWORKS, REPO, Combo, all_combos
 
 BIN = Path(sys.executable).parent
 
@@ -75,6 +75,34 @@ def rendered_matrix(template: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def default_project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render(template, tmp_path_factory.mktemp("default") / "ml-project", {})
+
+
+def make(project: Path, target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["make", target], cwd=project, env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, f"make {target} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def installed_project(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str):
+    """Each framework's default project, rendered, locked and installed as its README says: once per session."""
+    cache: dict[str, tuple[Path, dict[str, str]]] = {}
+
+    def get(framework: str) -> tuple[Path, dict[str, str]]:
+        if framework not in cache:
+            answers = {"framework": framework}
+            if "index" in FRAMEWORKS[framework]["cuda"]["cpu"]:
+                answers["framework_index_url"] = local_wheel_index
+            project = render(template, tmp_path_factory.mktemp(framework) / "project", answers)
+            subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+            # As the README says: lock (uv resolves in seconds), then install exactly the lock (no resolver).
+            make(project, "lock", dict(os.environ))
+            make(project, "install", dict(os.environ))
+            home = tmp_path_factory.mktemp(f"{framework}-home")
+            cache[framework] = project, {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home}/m.db"}
+        return cache[framework]
+
+    return get
 
 
 def combo_params() -> list[Any]:

@@ -1,12 +1,11 @@
 """Slow tier: the default project's DVC pipeline runs, is idempotent, reacts to configs, and round-trips a remote.
 
-The generated project runs on the test venv's Python (its packages importable from src/ through
-PYTHONPATH), so this needs the project's runtime dependencies there: see README's slow-tier command.
+The pipeline runs in the default project's own environment (conftest's installed_project: rendered,
+locked and installed once per session), with PYTHONPATH pointing at this render's src/.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,29 +17,17 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import BIN, render, tool
+from conftest import render
 
 pytestmark = pytest.mark.slow
-# Import names of what `dvc repro` runs: the framework, the project's runtime pins, and DVC itself.
-NEEDED = (
-    "torch",
-    "mlflow",
-    "sklearn",
-    "matplotlib",
-    "tqdm",
-    "pydantic_settings",
-    "dotenv",
-    "yaml",
-    "dvc",
-)
 EXPERIMENT = "configs/baseline.yaml:training.learning_rate=0.01"
 
 
 class Project:
     """A rendered default project with git, run through the dvc of the test venv."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root, self.env, self.dvc = root, env, tool("dvc")
+    def __init__(self, root: Path, env: dict[str, str], dvc: str) -> None:
+        self.root, self.env, self.dvc = root, env, dvc
 
     def run(self, *command: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -68,14 +55,11 @@ class Project:
 
 @pytest.fixture(scope="module")
 def project(
-    template: Path, tmp_path_factory: pytest.TempPathFactory
+    template: Path, tmp_path_factory: pytest.TempPathFactory, installed_project
 ) -> Iterator[Project]:
     """Render, `git init`, commit, and `dvc repro` once (timed), then commit dvc.lock as the README says."""
-    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(
-            f"the test venv lacks {missing}; install the project's pins (README, slow tier)"
-        )
+    # The pipeline runs on the default project's own environment (installed once per session).
+    venv_bin = installed_project("pytorch")[0] / ".venv" / "bin"
     root = render(template, tmp_path_factory.mktemp("dvc") / "ml-project", {})
     home = tmp_path_factory.mktemp("dvc-home")
     env = {
@@ -85,7 +69,7 @@ def project(
     }
     env.update(
         HOME=str(home),
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # `python` in dvc.yaml is the test venv's
+        PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",  # `python` and `dvc` are the project's
         PYTHONPATH=str(root / "src"),
         PYTHONHASHSEED="0",
         DVC_NO_ANALYTICS="1",
@@ -93,7 +77,7 @@ def project(
         GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
         GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
     )  # fmt: skip
-    project = Project(root, env)
+    project = Project(root, env, str(venv_bin / "dvc"))
     project.run("git", "init", "-q")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "Start from ml-template")

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import render
+from conftest import make as _make
 from matrix import FRAMEWORKS, REPO
 
 pytestmark = pytest.mark.slow
 EXPECTED = yaml.safe_load((REPO / "data" / "expected_results.yml").read_text())
 
 
-def _make(project: Path, target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["make", target], cwd=project, env=env, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, f"make {target} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def _readme_numbers(project: Path) -> dict[str, float]:
@@ -30,25 +24,8 @@ def _readme_numbers(project: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def installed(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str):
-    """Render and `make install` lazily, once per framework."""
-    cache: dict[str, tuple[Path, dict[str, str]]] = {}
-
-    def get(framework: str) -> tuple[Path, dict[str, str]]:
-        if framework not in cache:
-            answers = {"framework": framework}
-            if "index" in FRAMEWORKS[framework]["cuda"]["cpu"]:
-                answers["framework_index_url"] = local_wheel_index
-            project = render(template, tmp_path_factory.mktemp(framework) / "project", answers)
-            subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-            # As the README says: lock (uv resolves in seconds), then install exactly the lock (no resolver).
-            _make(project, "lock", dict(os.environ))
-            _make(project, "install", dict(os.environ))
-            home = tmp_path_factory.mktemp(f"{framework}-home")
-            cache[framework] = project, {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home}/m.db"}
-        return cache[framework]
-
-    return get
+def installed(installed_project):
+    return installed_project
 
 
 @pytest.mark.parametrize("framework", list(FRAMEWORKS))
