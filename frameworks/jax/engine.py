@@ -27,15 +27,24 @@ DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
 Params = list[tuple[jax.Array, jax.Array]]
 
 
-def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
-    """JAX has no global seed (see Trainer); on GPU, XLA needs its deterministic-ops flag.
+def _deterministic_ops(enabled: bool) -> None:
+    """Add or remove XLA's GPU deterministic-ops flag, keeping every other flag in XLA_FLAGS."""
+    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if flag != DETERMINISTIC_XLA_FLAG]
+    if enabled:
+        flags.append(DETERMINISTIC_XLA_FLAG)
+    os.environ["XLA_FLAGS"] = " ".join(flags)
 
-    XLA reads XLA_FLAGS when the backend starts, which is at the first computation, after this call.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if deterministic and DETERMINISTIC_XLA_FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
-    return {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "jax.random.key": seed}
+
+# XLA reads XLA_FLAGS once, when the backend starts (the first computation or jax.devices() call), and
+# that can come before seed_framework (framework_versions() in the tests does it). So the flag is on from
+# import, as configs default to deterministic; seed_framework takes it off again for a non-deterministic run.
+_deterministic_ops(True)
+
+
+def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
+    """JAX has no global seed (see Trainer); on GPU, XLA needs its deterministic-ops flag."""
+    _deterministic_ops(deterministic)
+    return {"XLA_FLAGS": os.environ["XLA_FLAGS"], "jax.random.key": seed}
 
 
 def framework_versions() -> dict[str, Any]:
@@ -53,7 +62,7 @@ def framework_versions() -> dict[str, Any]:
 def _init_params(key: jax.Array, sizes: list[int]) -> Params:
     params = []
     for fan_in, fan_out, layer_key in zip(sizes[:-1], sizes[1:], jax.random.split(key, len(sizes) - 1), strict=True):
-        limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform, as the other frameworks' defaults
+        limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform, as Keras' Dense layers
         weights = jax.random.uniform(layer_key, (fan_in, fan_out), minval=-limit, maxval=limit)
         params.append((weights, jnp.zeros(fan_out)))
     return params

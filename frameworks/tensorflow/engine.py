@@ -1,6 +1,7 @@
 """TensorFlow backend: model, one epoch of training, evaluation, and the full training state.
 
-Shuffles and dropout masks come from stateless ops keyed by (seed, epoch, step), so a resumed run
+Every random draw is keyed by the config's seed: initial weights by (seed, layer), the shuffle by
+(seed, epoch) and dropout masks by (seed, epoch, step) through stateless ops. A resumed run therefore
 needs no hidden RNG state: the epoch counter in the checkpoint is enough to draw the same numbers.
 """
 
@@ -19,14 +20,22 @@ FRAMEWORK = "tensorflow"
 MODEL_FILE = "model.keras"
 keras = tf.keras
 
+# Tags that keep the seed streams for weights, shuffles and dropout apart.
+_INIT, _SHUFFLE, _DROPOUT = 0, 1, 2
+
+# enable_op_determinism() cannot be undone in a process; remember it so the recorded flag stays true.
+_op_determinism = False
+
 
 def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
-    """Seed Python, NumPy and TF (keras does all three) and make TF's ops deterministic."""
+    """Seed Python, NumPy and TF's global RNGs (for user code) and make TF's ops deterministic."""
+    global _op_determinism
     keras.utils.set_random_seed(seed)
-    if deterministic:
-        # Irreversible for the process; ops without a deterministic kernel then raise instead of varying.
+    if deterministic and not _op_determinism:
+        # Ops without a deterministic kernel then raise instead of varying.
         tf.config.experimental.enable_op_determinism()
-    return {"tf.config.experimental.enable_op_determinism": deterministic}
+        _op_determinism = True
+    return {"tf.config.experimental.enable_op_determinism": _op_determinism}
 
 
 def framework_versions() -> dict[str, Any]:
@@ -40,6 +49,26 @@ def framework_versions() -> dict[str, Any]:
         "cudnn": build.get("cudnn_version"),
         "device": details.get("device_name", "gpu") if gpus else "cpu",
     }
+
+
+def _seeds(*key: int, count: int) -> np.ndarray:
+    """`count` 32-bit seeds hashed from `key`: distinct keys give independent seeds."""
+    return np.random.SeedSequence(list(key)).generate_state(count)
+
+
+def _mlp(config: Config, num_features: int, num_classes: int) -> keras.Sequential:
+    """Dense layers with explicitly seeded initialisers, so the weights do not depend on global RNG state."""
+    sizes = [*config.model.hidden_sizes, num_classes]
+    seeds = _seeds(config.seed, _INIT, count=len(sizes))
+    layers = [
+        keras.layers.Dense(
+            size,
+            activation="relu" if index < len(sizes) - 1 else None,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=int(seed)),
+        )
+        for index, (size, seed) in enumerate(zip(sizes, seeds, strict=True))
+    ]
+    return keras.Sequential([keras.Input((num_features,)), *layers])
 
 
 def _optimizer(config: Config) -> keras.optimizers.Optimizer:
@@ -57,28 +86,34 @@ class Trainer:
     def __init__(self, config: Config, num_features: int, num_classes: int) -> None:
         self.config = config
         self.epoch = 0
-        self.hidden = [keras.layers.Dense(size, activation="relu") for size in config.model.hidden_sizes]
-        self.output = keras.layers.Dense(num_classes)
-        self.model = keras.Sequential([keras.Input((num_features,)), *self.hidden, self.output])
+        self.model = _mlp(config, num_features, num_classes)
+        self.hidden, self.output = self.model.layers[:-1], self.model.layers[-1]
         self.optimizer = _optimizer(config)
         self.optimizer.build(self.model.trainable_variables)
         self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        # L2 added to the gradient, as torch's Adam/SGD do; AdamW decays weights itself.
+        # Added to the gradient as an L2 term, as torch's Adam and SGD do; AdamW decays the weights itself.
         self.l2 = 0.0 if config.training.optimizer == "adamw" else config.training.weight_decay
-        self._step = tf.function(self._train_step, reduce_retracing=True)
+        # One trace for every batch size (the last batch is smaller): traces cost seconds, steps milliseconds.
+        self._step = tf.function(
+            self._train_step,
+            input_signature=[
+                tf.TensorSpec([None, num_features], tf.float32),
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([len(self.hidden), 2], tf.int64),
+            ],
+        )
 
-    def _forward(self, features: tf.Tensor, dropout_seed: tf.Tensor | None) -> tf.Tensor:
-        hidden = features
+    def _forward(self, features: tf.Tensor, dropout_seeds: tf.Tensor | None) -> tf.Tensor:
+        hidden, rate = features, self.config.model.dropout
         for index, layer in enumerate(self.hidden):
             hidden = layer(hidden)
-            if dropout_seed is not None and self.config.model.dropout > 0:
-                seed = tf.stack([dropout_seed[0], dropout_seed[1] * 1000 + index])
-                hidden = tf.nn.experimental.stateless_dropout(hidden, self.config.model.dropout, seed=seed)
+            if dropout_seeds is not None and rate > 0:
+                hidden = tf.nn.experimental.stateless_dropout(hidden, rate, seed=dropout_seeds[index])
         return self.output(hidden)
 
-    def _train_step(self, features: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _train_step(self, features: tf.Tensor, labels: tf.Tensor, seeds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
-            logits = self._forward(features, seed)
+            logits = self._forward(features, seeds)
             loss = self.loss(labels, logits)
         variables = self.model.trainable_variables
         grads = tape.gradient(loss, variables)
@@ -88,14 +123,19 @@ class Trainer:
         correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1) == labels, tf.int64))
         return loss, correct
 
+    def _dropout_seeds(self, step: int) -> np.ndarray:
+        """One stateless seed pair per hidden layer for this (epoch, step)."""
+        count = len(self.hidden)
+        return _seeds(self.config.seed, _DROPOUT, self.epoch, step, count=2 * count).reshape(count, 2).astype(np.int64)
+
     def train_epoch(self, split: Split) -> dict[str, float]:
-        order = np.random.default_rng([self.config.seed, self.epoch]).permutation(len(split.labels))
+        shuffle = np.random.default_rng(np.random.SeedSequence([self.config.seed, _SHUFFLE, self.epoch]))
+        order = shuffle.permutation(len(split.labels))
         batch_size = self.config.training.batch_size
         total_loss, correct = 0.0, 0
         for step, start in enumerate(range(0, len(order), batch_size)):
             batch = order[start : start + batch_size]
-            seed = tf.constant([self.config.seed, self.epoch * 100_000 + step], dtype=tf.int64)
-            loss, hits = self._step(split.features[batch], split.labels[batch], seed)
+            loss, hits = self._step(split.features[batch], split.labels[batch], self._dropout_seeds(step))
             total_loss += float(loss) * len(batch)
             correct += int(hits)
         self.epoch += 1
@@ -110,7 +150,7 @@ class Trainer:
         """Everything that decides the next epoch, as NumPy values (see checkpoint.py)."""
         return {
             "weights": self.weights(),
-            "optimizer": [np.asarray(variable) for variable in self.optimizer.variables],
+            "optimizer": [np.array(variable) for variable in self.optimizer.variables],
             "epoch": self.epoch,
         }
 
@@ -126,4 +166,5 @@ class Trainer:
         return path
 
     def weights(self) -> list[np.ndarray]:
-        return [np.asarray(array) for array in self.model.get_weights()]
+        """Model weights as arrays, for comparing two runs bit for bit."""
+        return [np.array(array) for array in self.model.get_weights()]
