@@ -32,7 +32,15 @@ def render(compat: dict[str, Any]) -> str:
             f"| {fw['label']} (`{name}`) | {fw['version']} | {', '.join(fw['cuda'])} | {', '.join(fw['python'])} | {images} |"
         )
     managers = ", ".join(f"`{key}` ({label})" for key, label in compat["managers"].items())
-    return "\n".join([*rows, "", f"Every row works with every dependency manager: {managers}."])
+    releases = ", ".join(compat["python_patch"].values())
+    return "\n".join(
+        [
+            *rows,
+            "",
+            f"Every row works with every dependency manager: {managers}.",
+            f"`{{python}}` is the exact Python release ({releases}); pip, poetry and uv install the same release from uv in CUDA images (conda: the lock pins conda-forge's).",
+        ]
+    )
 
 
 def replace_table(readme: str, table: str) -> str:

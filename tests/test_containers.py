@@ -8,6 +8,7 @@ There is no Docker engine here: `docker build` / `docker compose up` run in the 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import combo_params
+from conftest import combo_params, tool
 from matrix import COMPAT, Combo
 
 LOCK_FILES = {
@@ -29,7 +30,9 @@ LOCK_FILES = {
 
 def _runtime_image(combo: Combo) -> str:
     if combo.cuda == "cpu":
-        return COMPAT["images"]["python"].replace("{python}", combo.python)
+        return COMPAT["images"]["python"].replace(
+            "{python}", COMPAT["python_patch"][combo.python]
+        )
     return COMPAT["images"]["cuda"][combo.cuda]
 
 
@@ -57,6 +60,11 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(
         images
     )
     builder, runtime = stages[-2], stages[-1]
+    mlflow = next(stage for stage in stages if stage[0].endswith(" AS mlflow"))
+    assert mlflow[0] == f"FROM {COMPAT['images']['mlflow']} AS mlflow"
+    assert mlflow[-1] == "USER ${UID}:${GID}" and "chown" in " ".join(mlflow), (
+        "compose's MLflow server must run as the non-root UID/GID build args"
+    )
     assert builder[0] == f"FROM {_runtime_image(combo)} AS builder"
     assert runtime[0] == f"FROM {_runtime_image(combo)} AS runtime"
     lock = LOCK_FILES[combo.manager]
@@ -111,7 +119,10 @@ def test_compose_stack_is_local_only_and_secure(
             .get("devices")
         )
         assert devices == (gpu if combo.cuda != "cpu" else None)
-    assert mlflow["image"] == COMPAT["images"]["mlflow"]
+    assert trainer["build"]["target"] == jupyter["build"]["target"] == "runtime"
+    assert mlflow["build"]["target"] == "mlflow", (
+        "MLflow runs from the Dockerfile's non-root stage"
+    )
     flags = mlflow["command"]
     assert flags[:2] == ["mlflow", "server"] and "--serve-artifacts" in flags
     assert any(
@@ -192,3 +203,45 @@ def test_docker_compose_config_accepts_it(
     )
     assert with_token == "ok"
     assert "JUPYTER_TOKEN" in without_token, "an empty JUPYTER_TOKEN must be refused"
+
+
+def test_python_releases_are_the_newest_uv_installs() -> None:
+    """The exact Python per version (slim images, and uv's portable build in CUDA images) is uv's newest."""
+    uv = tool("uv")
+    version = subprocess.run(
+        [uv, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert version.split()[1] == COMPAT["tools"]["uv"], (
+        "requirements-dev.txt and compat's uv differ"
+    )
+    listing = subprocess.run(
+        [
+            uv,
+            "python",
+            "list",
+            "--all-versions",
+            "--only-downloads",
+            "--output-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    newest: dict[str, tuple[int, ...]] = {}
+    for entry in json.loads(listing):
+        parts = entry["version_parts"]
+        minor = f"{parts['major']}.{parts['minor']}"
+        if (
+            entry["implementation"] == "cpython"
+            and entry["variant"] == "default"
+            and entry["version"].replace(".", "").isdigit()
+        ):
+            newest[minor] = max(
+                newest.get(minor, ()), (parts["major"], parts["minor"], parts["patch"])
+            )
+    assert set(COMPAT["python_patch"]) == set(COMPAT["python_versions"])
+    for minor, release in COMPAT["python_patch"].items():
+        assert release == ".".join(map(str, newest[minor])), (
+            f"uv {COMPAT['tools']['uv']} installs {newest[minor]}"
+        )
