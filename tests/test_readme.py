@@ -1,4 +1,5 @@
-"""README.md stays true: its support table matches data/compat.yml, and .ci/run runs its test command."""
+"""README.md stays true: its support table matches data/compat.yml, and .ci/run runs its test command.
+The tools it installs (requirements-dev.txt) are pinned as data/compat.yml pins them for projects."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from matrix import REPO
+from matrix import COMPAT, REPO
 
 
 def test_support_table_matches_compat_data() -> None:
@@ -24,3 +25,16 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_second() -> None:
     assert len(commands) == 2
     assert "copier copy" in commands[0] and "train" in commands[0]
     assert commands[1] in (REPO / ".ci" / "run").read_text()
+
+
+def test_dev_requirements_pin_what_compat_pins() -> None:
+    pins = dict(
+        line.split("==")
+        for line in (REPO / "requirements-dev.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    compat = {name: version for group in COMPAT["packages"].values() for name, version in group.items()}
+    compat |= {name: version for name, version in COMPAT["tools"].items()}
+    shared = set(pins) & set(compat)
+    assert {"copier", "uv", "poetry", "pydantic", "pre-commit"} <= shared
+    assert {name: pins[name] for name in shared} == {name: compat[name] for name in shared}
