@@ -4,7 +4,8 @@
 
 DIR is a rendered project with its environment installed (`make install`); the timing runs in that
 project's `.venv`. Both loops run warm in one process (MLflow imported, its store created), so the
-ratio measures the per-epoch cost of checkpoints, tracking, provenance and the plot, not start-up.
+ratio measures the cost of checkpoints, tracking, provenance and the plot, not start-up; a run of a
+third of the epochs splits that into a once-per-run part and a per-epoch part (what long runs pay).
 With a GPU, it also times deterministic against non-deterministic kernels. Target: ratio <= 1.10.
 """
 
