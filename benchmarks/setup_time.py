@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import _QuietHandler, find_torch_cpu_wheel, render, snapshot_template
-from matrix import FRAMEWORKS
+from conftest import _QuietHandler, find_torch_cpu_wheel, render, snapshot_template  # noqa: E402
+from matrix import FRAMEWORKS  # noqa: E402
 
 UV_TARGET = 5.0
 
@@ -38,17 +38,13 @@ def serve_torch_index(root: Path) -> str:
     """The CPU torch wheel behind a PEP 503 index on 127.0.0.1 (as tests/conftest.py's local_wheel_index)."""
     wheel = find_torch_cpu_wheel(FRAMEWORKS["pytorch"]["version"])
     if wheel is None:
-        sys.exit(
-            "no CPU torch wheel in pip's find-links folders: run the tests once, or set PIP_FIND_LINKS"
-        )
+        sys.exit("no CPU torch wheel in pip's find-links folders: run the tests once, or set PIP_FIND_LINKS")
     package = root / "simple" / "torch"
     package.mkdir(parents=True)
     shutil.copy(wheel, package / wheel.name)
     link = wheel.name.replace("+", "%2B")
     (package / "index.html").write_text(f'<a href="{link}">{wheel.name}</a>\n')
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root))
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}/simple"
 
@@ -61,11 +57,7 @@ def tool(name: str) -> str:
 def available(manager: str) -> bool:
     if manager == "conda":
         return all(shutil.which(name) for name in ("micromamba", "conda-lock"))
-    return (
-        manager == "pip"
-        or Path(tool(manager)).exists()
-        or shutil.which(manager) is not None
-    )
+    return manager == "pip" or Path(tool(manager)).exists() or shutil.which(manager) is not None
 
 
 def timed_make(project: Path, target: str, env: dict[str, str]) -> float:
@@ -75,29 +67,19 @@ def timed_make(project: Path, target: str, env: dict[str, str]) -> float:
         cwd=project, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if result.returncode != 0:
-        sys.exit(
-            f"make {target} failed in {project}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        )
+        sys.exit(f"make {target} failed in {project}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
-def one_run(
-    template: Path, manager: str, index: str, work: Path
-) -> tuple[float, float]:
+def one_run(template: Path, manager: str, index: str, work: Path) -> tuple[float, float]:
     answers = {
         "manager": manager,
         "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
     }
-    project = render(
-        template, work / manager / "project", {**answers, "framework_index_url": index}
-    )
-    if (
-        manager == "poetry"
-    ):  # this machine's PyPI proxy has no JSON API: see tests/test_locks.py
+    project = render(template, work / manager / "project", {**answers, "framework_index_url": index})
+    if manager == "poetry":  # this machine's PyPI proxy has no JSON API: see tests/test_locks.py
         with (project / "pyproject.toml").open("a") as pyproject:
-            pyproject.write(
-                '\n[[tool.poetry.source]]\nname = "pypi-simple"\nurl = "https://pypi.org/simple/"\n'
-            )
+            pyproject.write('\n[[tool.poetry.source]]\nname = "pypi-simple"\nurl = "https://pypi.org/simple/"\n')
             pyproject.write('priority = "primary"\n')
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     env.pop("VIRTUAL_ENV", None)
@@ -110,9 +92,7 @@ def one_run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--managers", nargs="+", default=["pip", "uv", "poetry", "conda"]
-    )
+    parser.add_argument("--managers", nargs="+", default=["pip", "uv", "poetry", "conda"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -134,13 +114,9 @@ def main() -> None:
     if "pip" not in medians:
         return
     base = sum(medians["pip"])
-    print(
-        f"\nratio to pip (total time; >1 = faster than pip), target uv >= {UV_TARGET:.0f}x:"
-    )
+    print(f"\nratio to pip (total time; >1 = faster than pip), target uv >= {UV_TARGET:.0f}x:")
     for manager, (lock, install) in medians.items():
-        print(
-            f"{manager:>6}: {base / (lock + install):5.2f}x  (install alone: {medians['pip'][1] / install:5.2f}x)"
-        )
+        print(f"{manager:>6}: {base / (lock + install):5.2f}x  (install alone: {medians['pip'][1] / install:5.2f}x)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Write README.md's support table from data/compat.yml (`--check` fails if README disagrees).
 
-    python scripts/support_table.py          # rewrite the table in README.md
-    python scripts/support_table.py --check  # exit 1 if README.md is stale (the tests run this)
+python scripts/support_table.py          # rewrite the table in README.md
+python scripts/support_table.py --check  # exit 1 if README.md is stale (the tests run this)
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def render(compat: dict[str, Any]) -> str:
             for cuda in fw["cuda"]
         )
         rows.append(
-            f"| {fw['label']} (`{name}`) | {fw['version']} | {', '.join(fw['cuda'])} | {', '.join(fw['python'])} | {images} |"
+            f"| {fw['label']} (`{name}`) | {fw['version']} | {', '.join(fw['cuda'])} | "
+            f"{', '.join(fw['python'])} | {images} |"
         )
     managers = ", ".join(f"`{key}` ({label})" for key, label in compat["managers"].items())
     releases = ", ".join(compat["python_patch"].values())
@@ -38,7 +39,8 @@ def render(compat: dict[str, Any]) -> str:
             *rows,
             "",
             f"Every row works with every dependency manager: {managers}.",
-            f"`{{python}}` is the exact Python release ({releases}); pip, poetry and uv install the same release from uv in CUDA images (conda: the lock pins conda-forge's).",
+            f"`{{python}}` is the exact Python release ({releases}); pip, poetry and uv install the same release "
+            "from uv in CUDA images (conda: the lock pins conda-forge's).",
         ]
     )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from matrix import FRAMEWORKS, REPO, Combo, all_combos
 
 BIN = Path(sys.executable).parent
@@ -35,9 +36,13 @@ def snapshot_template(destination: Path) -> Path:
 
     Rendering from a plain folder skips copier's clone of the repo: the matrix renders ~2x faster.
     """
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = REPO / name
         if source.is_file():
@@ -99,7 +104,10 @@ def installed_project(template: Path, tmp_path_factory: pytest.TempPathFactory, 
             make(project, "lock", dict(os.environ))
             make(project, "install", dict(os.environ))
             home = tmp_path_factory.mktemp(f"{framework}-home")
-            cache[framework] = project, {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home}/m.db"}
+            cache[framework] = (
+                project,
+                {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home}/m.db"},
+            )
         return cache[framework]
 
     return get
@@ -124,7 +132,7 @@ def find_torch_cpu_wheel(version: str) -> Path | None:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import combo_params, tool
 from matrix import COMPAT, Combo
 
@@ -30,9 +31,7 @@ LOCK_FILES = {
 
 def _runtime_image(combo: Combo) -> str:
     if combo.cuda == "cpu":
-        return COMPAT["images"]["python"].replace(
-            "{python}", COMPAT["python_patch"][combo.python]
-        )
+        return COMPAT["images"]["python"].replace("{python}", COMPAT["python_patch"][combo.python])
     return COMPAT["images"]["cuda"][combo.cuda]
 
 
@@ -51,14 +50,10 @@ def _stages(dockerfile: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("combo", combo_params())
-def test_dockerfile_builds_from_the_lock_on_exact_images(
-    combo: Combo, rendered_matrix: dict[str, Path]
-) -> None:
+def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     stages = _stages((rendered_matrix[combo.id] / "Dockerfile").read_text())
     images = [stage[0].split()[1] for stage in stages]
-    assert all(":" in image and not image.endswith(":latest") for image in images), (
-        images
-    )
+    assert all(":" in image and not image.endswith(":latest") for image in images), images
     builder, runtime = stages[-2], stages[-1]
     mlflow = next(stage for stage in stages if stage[0].endswith(" AS mlflow"))
     assert mlflow[0] == f"FROM {COMPAT['images']['mlflow']} AS mlflow"
@@ -68,9 +63,7 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(
     assert builder[0] == f"FROM {_runtime_image(combo)} AS builder"
     assert runtime[0] == f"FROM {_runtime_image(combo)} AS runtime"
     lock = LOCK_FILES[combo.manager]
-    assert any(line.startswith("COPY ") and lock in line for line in builder), (
-        f"builder does not copy {lock}"
-    )
+    assert any(line.startswith("COPY ") and lock in line for line in builder), f"builder does not copy {lock}"
     runtime_text = "\n".join(runtime)
     for variable in (
         "PYTHONHASHSEED=0",
@@ -81,27 +74,19 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(
     for label in ("source", "revision", "version"):
         assert f"org.opencontainers.image.{label}=" in runtime_text
     assert {"ARG UID=1000", "ARG GID=1000"} <= set(runtime)
-    assert runtime[-2] == "USER ${UID}:${GID}", (
-        "the image must run as the non-root UID/GID build args"
-    )
+    assert runtime[-2] == "USER ${UID}:${GID}", "the image must run as the non-root UID/GID build args"
     if combo.cuda != "cpu" and combo.manager != "conda":
-        assert "COPY --from=builder /opt/python /opt/python" in runtime, (
-            "the CUDA image needs the portable Python"
-        )
+        assert "COPY --from=builder /opt/python /opt/python" in runtime, "the CUDA image needs the portable Python"
 
 
 @pytest.mark.parametrize("combo", combo_params())
-def test_compose_stack_is_local_only_and_secure(
-    combo: Combo, rendered_matrix: dict[str, Path]
-) -> None:
+def test_compose_stack_is_local_only_and_secure(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     compose = yaml.safe_load((rendered_matrix[combo.id] / "compose.yaml").read_text())
     services = compose["services"]
     assert set(services) == {"trainer", "mlflow", "jupyter"}
     for name, service in services.items():
         for port in service.get("ports", []):
-            assert str(port).startswith("127.0.0.1:${"), (
-                f"{name} publishes {port} beyond loopback or on a fixed port"
-            )
+            assert str(port).startswith("127.0.0.1:${"), f"{name} publishes {port} beyond loopback or on a fixed port"
     trainer, mlflow, jupyter = (
         services["trainer"],
         services["mlflow"],
@@ -112,37 +97,24 @@ def test_compose_stack_is_local_only_and_secure(
     assert {"./data:/app/data", "./outputs:/app/outputs"} <= set(trainer["volumes"])
     gpu = [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
     for service in (trainer, jupyter):
-        devices = (
-            service.get("deploy", {})
-            .get("resources", {})
-            .get("reservations", {})
-            .get("devices")
-        )
+        devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
         assert devices == (gpu if combo.cuda != "cpu" else None)
     assert trainer["build"]["target"] == jupyter["build"]["target"] == "runtime"
-    assert mlflow["build"]["target"] == "mlflow", (
-        "MLflow runs from the Dockerfile's non-root stage"
-    )
+    assert mlflow["build"]["target"] == "mlflow", "MLflow runs from the Dockerfile's non-root stage"
     flags = mlflow["command"]
     assert flags[:2] == ["mlflow", "server"] and "--serve-artifacts" in flags
-    assert any(
-        flag.startswith("--allowed-hosts=") and "mlflow" in flag for flag in flags
-    )
+    assert any(flag.startswith("--allowed-hosts=") and "mlflow" in flag for flag in flags)
     assert any(flag.startswith("--cors-allowed-origins=") for flag in flags)
     assert "/health" in " ".join(mlflow["healthcheck"]["test"])
     volume_targets = {volume.split(":")[1] for volume in mlflow["volumes"]}
     assert {"/mlflow/db", "/mlflow/artifacts"} <= volume_targets
     assert jupyter["image"] == trainer["image"], "jupyter must run the project's image"
-    assert jupyter["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?"), (
-        "the token must never be empty"
-    )
+    assert jupyter["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?"), "the token must never be empty"
     assert "user" not in jupyter or not str(jupyter["user"]).startswith(("0", "root"))
 
 
 @pytest.mark.parametrize("combo", combo_params())
-def test_dockerignore_keeps_secrets_and_data_out(
-    combo: Combo, rendered_matrix: dict[str, Path]
-) -> None:
+def test_dockerignore_keeps_secrets_and_data_out(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     ignored = set((rendered_matrix[combo.id] / ".dockerignore").read_text().split())
     assert {".git", ".env", "data/", "outputs/", "mlruns/"} <= ignored
     assert not {"README.md", "src", "configs", LOCK_FILES[combo.manager]} & ignored
@@ -160,17 +132,13 @@ def compose_config(
     ).returncode == 0:
         tool = [docker, "compose"]
     else:
-        pytest.skip(
-            "no compose tool installed (Debian: apt-get install docker-compose); the schema check still ran"
-        )
+        pytest.skip("no compose tool installed (Debian: apt-get install docker-compose); the schema check still ran")
 
     @functools.cache
     def verdicts(text: str) -> tuple[str, str]:
         folder = tmp_path_factory.mktemp("compose")
         (folder / "compose.yaml").write_text(text)
-        env = (
-            folder / ".env"
-        )  # env_file: .env must exist, as `cp .env.example .env` makes it
+        env = folder / ".env"  # env_file: .env must exist, as `cp .env.example .env` makes it
         command = [
             *tool,
             "--project-directory",
@@ -183,37 +151,25 @@ def compose_config(
         outcome = []
         for token in ("not-empty", ""):
             env.write_text(f"JUPYTER_TOKEN={token}\n")
-            result = subprocess.run(
-                command, check=False, cwd=folder, capture_output=True, text=True
-            )
-            outcome.append(
-                "ok" if result.returncode == 0 else result.stderr.strip() or "failed"
-            )
+            result = subprocess.run(command, check=False, cwd=folder, capture_output=True, text=True)
+            outcome.append("ok" if result.returncode == 0 else result.stderr.strip() or "failed")
         return outcome[0], outcome[1]
 
     return verdicts
 
 
 @pytest.mark.parametrize("combo", combo_params())
-def test_docker_compose_config_accepts_it(
-    combo: Combo, rendered_matrix: dict[str, Path], compose_config
-) -> None:
-    with_token, without_token = compose_config(
-        (rendered_matrix[combo.id] / "compose.yaml").read_text()
-    )
-    assert with_token == "ok"
+def test_docker_compose_config_accepts_it(combo: Combo, rendered_matrix: dict[str, Path], compose_config) -> None:
+    with_token, without_token = compose_config((rendered_matrix[combo.id] / "compose.yaml").read_text())
+    assert with_token == "ok"  # noqa: S105 - compose_config's verdict, not a password
     assert "JUPYTER_TOKEN" in without_token, "an empty JUPYTER_TOKEN must be refused"
 
 
 def test_python_releases_are_the_newest_uv_installs() -> None:
     """The exact Python per version (slim images, and uv's portable build in CUDA images) is uv's newest."""
     uv = tool("uv")
-    version = subprocess.run(
-        [uv, "--version"], capture_output=True, text=True, check=True
-    ).stdout
-    assert version.split()[1] == COMPAT["tools"]["uv"], (
-        "requirements-dev.txt and compat's uv differ"
-    )
+    version = subprocess.run([uv, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.split()[1] == COMPAT["tools"]["uv"], "requirements-dev.txt and compat's uv differ"
     listing = subprocess.run(
         [
             uv,
@@ -237,11 +193,7 @@ def test_python_releases_are_the_newest_uv_installs() -> None:
             and entry["variant"] == "default"
             and entry["version"].replace(".", "").isdigit()
         ):
-            newest[minor] = max(
-                newest.get(minor, ()), (parts["major"], parts["minor"], parts["patch"])
-            )
+            newest[minor] = max(newest.get(minor, ()), (parts["major"], parts["minor"], parts["patch"]))
     assert set(COMPAT["python_patch"]) == set(COMPAT["python_versions"])
     for minor, release in COMPAT["python_patch"].items():
-        assert release == ".".join(map(str, newest[minor])), (
-            f"uv {COMPAT['tools']['uv']} installs {newest[minor]}"
-        )
+        assert release == ".".join(map(str, newest[minor])), f"uv {COMPAT['tools']['uv']} installs {newest[minor]}"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from conftest import render
 
 pytestmark = pytest.mark.slow
@@ -39,9 +40,7 @@ class Project:
             timeout=900,
             check=False,
         )
-        assert result.returncode == 0, (
-            f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return result
 
     def dvc_json(self, *args: str) -> Any:
@@ -54,19 +53,13 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(
-    template: Path, tmp_path_factory: pytest.TempPathFactory, installed_project
-) -> Iterator[Project]:
+def project(template: Path, tmp_path_factory: pytest.TempPathFactory, installed_project) -> Iterator[Project]:
     """Render, `git init`, commit, and `dvc repro` once (timed), then commit dvc.lock as the README says."""
     # The pipeline runs on the default project's own environment (installed once per session).
     venv_bin = installed_project("pytorch")[0] / ".venv" / "bin"
     root = render(template, tmp_path_factory.mktemp("dvc") / "ml-project", {})
     home = tmp_path_factory.mktemp("dvc-home")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MLFLOW_", "DVC_"))
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
     env.update(
         HOME=str(home),
         PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",  # `python` and `dvc` are the project's
@@ -96,13 +89,8 @@ def test_repro_runs_every_stage_then_nothing(project: Project) -> None:
     print(f"first dvc repro: {seconds:.1f} s")
     second = project.run(project.dvc, "repro").stdout
     assert "Running stage" not in second, second
-    assert (
-        "Data and pipelines are up to date."
-        in project.run(project.dvc, "status").stdout
-    )
-    assert project.run("git", "status", "--porcelain").stdout == "", (
-        "the pipeline left files git would commit"
-    )
+    assert "Data and pipelines are up to date." in project.run(project.dvc, "status").stdout
+    assert project.run("git", "status", "--porcelain").stdout == "", "the pipeline left files git would commit"
 
 
 def test_params_come_from_the_config_not_copies(project: Project) -> None:
@@ -110,21 +98,14 @@ def test_params_come_from_the_config_not_copies(project: Project) -> None:
     for name, stage in pipeline["stages"].items():
         assert "configs/baseline.yaml" in stage["cmd"] or name == "evaluate"
         for entry in stage.get("params", []):
-            assert isinstance(entry, dict) and list(entry) == [
-                "configs/baseline.yaml"
-            ], entry
+            assert isinstance(entry, dict) and list(entry) == ["configs/baseline.yaml"], entry
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     config = yaml.safe_load((project.root / "configs" / "baseline.yaml").read_text())
-    assert (
-        lock["stages"]["train"]["params"]["configs/baseline.yaml"]["training"]
-        == config["training"]
-    )
+    assert lock["stages"]["train"]["params"]["configs/baseline.yaml"]["training"] == config["training"]
 
 
 def test_metrics_and_plots_point_at_the_run(project: Project) -> None:
-    metrics = next(iter(project.dvc_json("metrics", "show").values()))[
-        "data"
-    ]  # keyed "" (workspace)
+    metrics = next(iter(project.dvc_json("metrics", "show").values()))["data"]  # keyed "" (workspace)
     run = metrics["outputs/pipeline/run/metrics.json"]["data"]["final"]
     evaluation = metrics["outputs/pipeline/evaluation/metrics.json"]["data"]
     assert evaluation["test_accuracy"] == pytest.approx(run["test_accuracy"], rel=1e-6)
@@ -136,9 +117,7 @@ def test_metrics_and_plots_point_at_the_run(project: Project) -> None:
         "outputs/pipeline/run/curves.png",
         "outputs/pipeline/evaluation/per_class.json",
     } <= set(plots)
-    epochs = yaml.safe_load((project.root / "configs" / "baseline.yaml").read_text())[
-        "training"
-    ]["epochs"]
+    epochs = yaml.safe_load((project.root / "configs" / "baseline.yaml").read_text())["training"]["epochs"]
     loss = plots["loss"][0]
     points = loss.get("datapoints") or loss["content"]["data"]["values"]
     assert len(points) == 2 * epochs  # train and val, one point per epoch
@@ -170,12 +149,8 @@ def test_exp_run_with_a_parameter_override(project: Project) -> None:
     change = params["configs/baseline.yaml"]["training.learning_rate"]
     assert (change["old"], change["new"]) == (0.003, 0.01)
     assert "outputs/pipeline/evaluation/metrics.json" in metrics
-    assert any(row.get("experiments") for row in experiments), (
-        "dvc exp show lists no experiment"
-    )
-    assert "Running stage" not in project.run(project.dvc, "repro").stdout, (
-        "restore left the workspace stale"
-    )
+    assert any(row.get("experiments") for row in experiments), "dvc exp show lists no experiment"
+    assert "Running stage" not in project.run(project.dvc, "repro").stdout, "restore left the workspace stale"
 
 
 def test_push_and_pull_through_the_default_local_remote(project: Project) -> None:
@@ -184,8 +159,5 @@ def test_push_and_pull_through_the_default_local_remote(project: Project) -> Non
     for path in (".dvc/cache", "data/processed", "outputs/pipeline"):
         shutil.rmtree(project.root / path)
     project.run(project.dvc, "pull")
-    assert (
-        "Data and pipelines are up to date."
-        in project.run(project.dvc, "status").stdout
-    )
+    assert "Data and pipelines are up to date." in project.run(project.dvc, "status").stdout
     assert (project.root / "outputs" / "pipeline" / "run" / "metrics.json").exists()

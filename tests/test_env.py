@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import BIN
 
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=", re.MULTILINE)
@@ -22,30 +23,20 @@ SETTINGS_DEPS = ("pydantic", "pydantic_settings", "dotenv", "yaml")
 def _settings_fields(project: Path) -> set[str]:
     """Field names of `Settings`, read from the source (no import, so no dependencies)."""
     tree = ast.parse((project / "src" / "ml_project" / "settings.py").read_text())
-    settings = next(
-        n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings"
-    )
+    settings = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")
     return {
         node.target.id
         for node in settings.body
-        if isinstance(node, ast.AnnAssign)
-        and isinstance(node.target, ast.Name)
-        and node.target.id.isupper()
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id.isupper()
     }
 
 
 def _variables_read(project: Path) -> set[str]:
     """Variables compose interpolates and the package reads from os.environ."""
-    names = set(
-        re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (project / "compose.yaml").read_text())
-    )
+    names = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (project / "compose.yaml").read_text()))
     for source in (project / "src").rglob("*.py"):
         text = source.read_text()
-        names |= set(
-            re.findall(
-                r"os\.environ(?:\.get|\.setdefault)?[\[(]\"([A-Z][A-Z0-9_]*)\"", text
-            )
-        )
+        names |= set(re.findall(r"os\.environ(?:\.get|\.setdefault)?[\[(]\"([A-Z][A-Z0-9_]*)\"", text))
         names |= set(re.findall(r"os\.getenv\(\"([A-Z][A-Z0-9_]*)\"", text))
     return names
 
@@ -53,26 +44,13 @@ def _variables_read(project: Path) -> set[str]:
 def test_env_example_documents_every_variable(default_project: Path) -> None:
     example = (default_project / ".env.example").read_text()
     assigned = set(ASSIGNMENT.findall(example))
-    assert assigned == _settings_fields(default_project), (
-        "every Settings field, and only those, is assigned"
-    )
+    assert assigned == _settings_fields(default_project), "every Settings field, and only those, is assigned"
     # compose reads JUPYTER_TOKEN, ports and HOST_UID/HOST_GID from .env; the rest are at least explained.
-    unexplained = {
-        name for name in _variables_read(default_project) if name not in example
-    }
+    unexplained = {name for name in _variables_read(default_project) if name not in example}
     assert not unexplained, f".env.example does not mention {sorted(unexplained)}"
-    compose = set(
-        re.findall(
-            r"\$\{([A-Z][A-Z0-9_]*)", (default_project / "compose.yaml").read_text()
-        )
-    )
-    assert compose - {"GIT_REVISION"} <= assigned, (
-        "compose's .env variables must be assignable in .env.example"
-    )
-    assert all(
-        value == ""
-        for value in re.findall(r"^[A-Z][A-Z0-9_]*=(.*)$", example, re.MULTILINE)
-    ), "no real values"
+    compose = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (default_project / "compose.yaml").read_text()))
+    assert compose - {"GIT_REVISION"} <= assigned, "compose's .env variables must be assignable in .env.example"
+    assert all(value == "" for value in re.findall(r"^[A-Z][A-Z0-9_]*=(.*)$", example, re.MULTILINE)), "no real values"
 
 
 def test_each_variable_has_a_comment(default_project: Path) -> None:
@@ -82,31 +60,25 @@ def test_each_variable_has_a_comment(default_project: Path) -> None:
             above = index - 1
             while above >= 0 and ASSIGNMENT.match(lines[above]):
                 above -= 1
-            assert above >= 0 and lines[above].startswith("#"), (
-                f"{line} has no comment above it"
-            )
+            assert above >= 0 and lines[above].startswith("#"), f"{line} has no comment above it"
 
 
 def _git(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args], cwd=project, capture_output=True, text=True, check=False
-    )
+    return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=False)
 
 
-def test_git_and_docker_ignore_secrets_and_data(
-    default_project: Path, tmp_path: Path
-) -> None:
+def test_git_and_docker_ignore_secrets_and_data(default_project: Path, tmp_path: Path) -> None:
     project = tmp_path / "repo"  # the project's ignore files in a fresh repository
     for name in (".gitignore", ".dvc/.gitignore", ".dockerignore"):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text((default_project / name).read_text())
     _git(project, "init", "-q")
-    ignored = [".env", ".env.local", "sub/.env", "data/raw/x.csv", "data/processed/train.npy", "outputs/run/x",
-               "dvc_plots/index.html", ".dvc/storage/files/md5/ab", ".dvc/cache/files/md5/ab", ".dvc/config.local"]  # fmt: skip
+    ignored = [
+        *(".env", ".env.local", "sub/.env", "data/raw/x.csv", "data/processed/train.npy", "outputs/run/x"),
+        *("dvc_plots/index.html", ".dvc/storage/files/md5/ab", ".dvc/cache/files/md5/ab", ".dvc/config.local"),
+    ]
     for path in ignored:
-        assert _git(project, "check-ignore", "-q", path).returncode == 0, (
-            f"git does not ignore {path}"
-        )
+        assert _git(project, "check-ignore", "-q", path).returncode == 0, f"git does not ignore {path}"
     for path in (
         ".env.example",
         "dvc.yaml",
@@ -115,9 +87,7 @@ def test_git_and_docker_ignore_secrets_and_data(
         ".dvcignore",
         "data/raw.dvc",
     ):
-        assert _git(project, "check-ignore", "-q", path).returncode == 1, (
-            f"git ignores {path}"
-        )
+        assert _git(project, "check-ignore", "-q", path).returncode == 1, f"git ignores {path}"
     docker = (project / ".dockerignore").read_text().split()
     assert {
         ".env",
@@ -131,11 +101,7 @@ def test_git_and_docker_ignore_secrets_and_data(
 
 def _hooks(project: Path) -> dict[str, dict[str, object]]:
     config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
-    return {
-        hook["id"]: {**hook, "repo": repo["repo"]}
-        for repo in config["repos"]
-        for hook in repo["hooks"]
-    }
+    return {hook["id"]: {**hook, "repo": repo["repo"]} for repo in config["repos"] for hook in repo["hooks"]}
 
 
 def test_pre_commit_refuses_env_files_and_private_keys(default_project: Path) -> None:
@@ -152,24 +118,16 @@ def test_pre_commit_refuses_env_files_and_private_keys(default_project: Path) ->
         "environment.yml",
     ]
     for path in refused:
-        assert re.search(str(no_env["files"]), path) and not re.search(
-            str(no_env["exclude"]), path
-        ), path
+        assert re.search(str(no_env["files"]), path) and not re.search(str(no_env["exclude"]), path), path
     for path in allowed:
-        assert not re.search(str(no_env["files"]), path) or re.search(
-            str(no_env["exclude"]), path
-        ), path
+        assert not re.search(str(no_env["files"]), path) or re.search(str(no_env["exclude"]), path), path
 
 
-def test_pre_commit_hook_really_fails_a_committed_env(
-    default_project: Path, tmp_path: Path
-) -> None:
+def test_pre_commit_hook_really_fails_a_committed_env(default_project: Path, tmp_path: Path) -> None:
     """Runs the project's local hooks with pre-commit itself (remote hooks would need the network)."""
     pre_commit = BIN / "pre-commit"
     if not pre_commit.exists():
-        pytest.skip(
-            "pre-commit is not installed in the test venv (pip install pre-commit==4.7.0)"
-        )
+        pytest.skip("pre-commit is not installed in the test venv (pip install pre-commit==4.7.0)")
     config = yaml.safe_load((default_project / ".pre-commit-config.yaml").read_text())
     local = {"repos": [repo for repo in config["repos"] if repo["repo"] == "local"]}
     repo = tmp_path / "repo"
@@ -182,41 +140,22 @@ def test_pre_commit_hook_really_fails_a_committed_env(
         "HOME": str(tmp_path),
     }
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(
-        ["git", "add", "-f", ".env.example", "local.yaml"], cwd=repo, check=True
-    )
+    subprocess.run(["git", "add", "-f", ".env.example", "local.yaml"], cwd=repo, check=True)
     command = [str(pre_commit), "run", "--config", "local.yaml"]
-    assert (
-        subprocess.run(
-            command, cwd=repo, env=env, capture_output=True, text=True, check=False
-        ).returncode
-        == 0
-    )
+    assert subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, check=False).returncode == 0
     (repo / ".env").write_text("JUPYTER_TOKEN=secret\n")
     subprocess.run(["git", "add", "-f", ".env"], cwd=repo, check=True)
-    refused = subprocess.run(
-        command, cwd=repo, env=env, capture_output=True, text=True, check=False
-    )
-    assert (
-        refused.returncode == 1 and "no-env-file" in refused.stdout + refused.stderr
-    ), refused.stdout
+    refused = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "no-env-file" in refused.stdout + refused.stderr, refused.stdout
 
 
-def _train(
-    project: Path, work: Path, env_text: str, config: str
-) -> subprocess.CompletedProcess[str]:
+def _train(project: Path, work: Path, env_text: str, config: str) -> subprocess.CompletedProcess[str]:
     """`python train.py --config CONFIG` in `work`, whose .env holds `env_text`; no project variable inherited."""
     missing = [name for name in SETTINGS_DEPS if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(
-            f"the test venv lacks {missing}: pip install pydantic pydantic-settings python-dotenv pyyaml"
-        )
+        pytest.skip(f"the test venv lacks {missing}: pip install pydantic pydantic-settings python-dotenv pyyaml")
     (work / ".env").write_text(env_text)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _settings_fields(project)
-    }
+    env = {key: value for key, value in os.environ.items() if key not in _settings_fields(project)}
     env["PYTHONPATH"] = str(project / "src")
     command = [sys.executable, str(project / "train.py"), "--config", config]
     return subprocess.run(
@@ -285,6 +224,4 @@ def test_copied_env_example_is_accepted(default_project: Path, tmp_path: Path) -
         (default_project / ".env.example").read_text(),
         "missing.yaml",
     )
-    assert (
-        result.returncode == 2 and "missing.yaml: no such config file" in result.stderr
-    ), result.stderr
+    assert result.returncode == 2 and "missing.yaml: no such config file" in result.stderr, result.stderr

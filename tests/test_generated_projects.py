@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import make as _make
 from matrix import FRAMEWORKS, REPO
 
 pytestmark = pytest.mark.slow
 EXPECTED = yaml.safe_load((REPO / "data" / "expected_results.yml").read_text())
-
-
 
 
 def _readme_numbers(project: Path) -> dict[str, float]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import combo_params, render, tool
 from matrix import COMPAT, Combo
 
@@ -29,23 +30,17 @@ def _caches() -> dict[str, str]:
     return {
         "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(home / ".cache" / "pip")),
         "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(home / ".cache" / "uv")),
-        "POETRY_CACHE_DIR": os.environ.get(
-            "POETRY_CACHE_DIR", str(home / ".cache" / "pypoetry")
-        ),
+        "POETRY_CACHE_DIR": os.environ.get("POETRY_CACHE_DIR", str(home / ".cache" / "pypoetry")),
     }
 
 
-def _make(
-    project: Path, *targets: str, env: dict[str, str], ok: bool = True
-) -> subprocess.CompletedProcess[str]:
+def _make(project: Path, *targets: str, env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         ["make", *targets, f"PYTHON={sys.executable}", f"UV={tool('uv')}", f"POETRY={tool('poetry')}"],
         cwd=project, env=env, capture_output=True, text=True, timeout=1500, check=False,
     )  # fmt: skip
     if ok:
-        assert result.returncode == 0, (
-            f"make {' '.join(targets)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
+        assert result.returncode == 0, f"make {' '.join(targets)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
 
@@ -59,9 +54,7 @@ def _serve_pypi_through_simple_api(pyproject: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def locked(
-    template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str
-):
+def locked(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str):
     """A default PyTorch/CPU project per manager, its torch index pointed at the local one, locked once."""
     cache: dict[str, tuple[Path, dict[str, str]]] = {}
 
@@ -105,21 +98,15 @@ def _locked_torch(project: Path, manager: str) -> tuple[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("manager", ["pip", "uv", "poetry"])
-def test_lock_is_written_fresh_and_installs(
-    locked, manager: str, local_wheel_index: str
-) -> None:
+def test_lock_is_written_fresh_and_installs(locked, manager: str, local_wheel_index: str) -> None:
     project, env = locked(manager)
     version, source = _locked_torch(project, manager)
-    assert version == f"{TORCH}+cpu", (
-        "torch must be the CPU build from the framework index"
-    )
+    assert version == f"{TORCH}+cpu", "torch must be the CPU build from the framework index"
     if manager != "pip":
         assert source.rstrip("/") == local_wheel_index.rstrip("/")
     _make(project, "lock-check", env=env)
     _make(project, "install", env=env)
-    probe = (
-        "import torch, mlflow, sklearn; print(torch.__version__, mlflow.__version__)"
-    )
+    probe = "import torch, mlflow, sklearn; print(torch.__version__, mlflow.__version__)"
     result = subprocess.run(
         [str(project / ".venv" / "bin" / "python"), "-c", probe],
         capture_output=True,
@@ -139,9 +126,7 @@ def test_lock_check_fails_on_a_stale_lock(locked, manager: str) -> None:
     source = project / ("requirements.in" if manager == "pip" else "pyproject.toml")
     original = source.read_text()
     try:
-        source.write_text(
-            re.sub(r"^.*\bpytest==.*\n", "", original, flags=re.MULTILINE)
-        )  # a direct dependency dropped
+        source.write_text(re.sub(r"^.*\bpytest==.*\n", "", original, flags=re.MULTILINE))  # a direct dependency dropped
         assert source.read_text() != original
         assert _make(project, "lock-check", env=env, ok=False).returncode != 0
     finally:
@@ -154,12 +139,8 @@ def _conda_specs(project: Path) -> tuple[dict, list[str]]:
     return environment, specs
 
 
-@pytest.mark.parametrize(
-    "combo", [p for p in combo_params() if p.values[0].manager == "conda"]
-)
-def test_conda_environment_is_valid_offline(
-    combo: Combo, rendered_matrix: dict[str, Path]
-) -> None:
+@pytest.mark.parametrize("combo", [p for p in combo_params() if p.values[0].manager == "conda"])
+def test_conda_environment_is_valid_offline(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     """No conda channel is reachable here: parse every spec with rattler (strict) and compare it with compat.yml.
     The solve itself (`make lock` = conda-lock) runs in the generated project's CI."""
     from rattler import MatchSpec
@@ -192,6 +173,4 @@ def test_conda_environment_is_valid_offline(
         if conda_name in parsed:
             assert str(parsed[conda_name].version) == f"=={version}", name
         else:
-            assert f"{name}=={version}" in pip_section, (
-                f"{name} is neither a conda-forge spec nor in pip:"
-            )
+            assert f"{name}=={version}" in pip_section, f"{name} is neither a conda-forge spec nor in pip:"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import combo_params, tool
 from matrix import Combo
 
@@ -49,13 +50,18 @@ def matrix_root(rendered_matrix: dict[str, Path]) -> Path:
 def ruff_findings(matrix_root: Path) -> dict[str, list[str]]:
     """ruff check and ruff format --check over all projects, each with its own pyproject settings."""
     check = subprocess.run(
-        [tool("ruff"), "check", "--output-format", "json", "--no-cache", "."], cwd=matrix_root, capture_output=True, text=True
+        [tool("ruff"), "check", "--output-format", "json", "--no-cache", "."],
+        cwd=matrix_root,
+        capture_output=True,
+        text=True,
     )
     found = [f"{item['filename']}: {item['code']} {item['message']}" for item in json.loads(check.stdout or "[]")]
     formatted = subprocess.run(
         [tool("ruff"), "format", "--check", "--no-cache", "."], cwd=matrix_root, capture_output=True, text=True
     )
-    found += [line.removeprefix("Would reformat: ") for line in formatted.stdout.splitlines() if "Would reformat" in line]
+    found += [
+        line.removeprefix("Would reformat: ") for line in formatted.stdout.splitlines() if "Would reformat" in line
+    ]
     grouped: dict[str, list[str]] = defaultdict(list)
     for line in found:
         grouped[_project_of(matrix_root, line.split(":")[0])].append(line)

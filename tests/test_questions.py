@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import render
 from matrix import COMPAT, REPO, refused_combos
 
@@ -63,7 +64,10 @@ def test_bad_package_names_are_refused(template: Path, tmp_path: Path, package_n
         ({"framework": "mxnet"}, "Invalid choice for 'framework'"),
         ({"manager": "pipenv"}, "Invalid choice for 'manager'"),
         ({"framework_index_url": "download.pytorch.org/whl/cpu"}, "is not an index URL"),
-        ({"cuda": "12.8", "framework_index_url": "https://download.pytorch.org/whl/cpu"}, "holds cpu wheels but cuda is '12.8'"),
+        (
+            {"cuda": "12.8", "framework_index_url": "https://download.pytorch.org/whl/cpu"},
+            "holds cpu wheels but cuda is '12.8'",
+        ),
     ],
 )
 def test_bad_answers_are_refused(template: Path, tmp_path: Path, answers: dict[str, str], message: str) -> None:

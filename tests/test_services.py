@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import render, tool
 from matrix import COMPAT
 
@@ -34,13 +35,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _request(
-    url: str, data: dict | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, str]:
+def _request(url: str, data: dict | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
     body = json.dumps(data).encode() if data is not None else None
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
-    )
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310 - http://127.0.0.1 only
     opener = urllib.request.build_opener(_NoRedirect)
     try:
         with opener.open(request, timeout=10) as response:
@@ -54,22 +52,18 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _wait_for(
-    url: str, process: subprocess.Popen, log: Path, timeout_s: float = 300
-) -> None:
+def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert process.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - http://127.0.0.1 only
                 return
         except urllib.error.HTTPError:
             return  # it answers (auth may refuse): it is up
         except OSError:
             time.sleep(0.5)
-    pytest.fail(
-        f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}"
-    )
+    pytest.fail(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -82,9 +76,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(
-    template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str
-) -> Path:
+def project(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str) -> Path:
     """The default project with its direct pins installed into .venv (uv, torch from the local index only)."""
     root = tmp_path_factory.mktemp("services")
     project = render(
@@ -135,20 +127,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(
-    project: Path, compose: dict, home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def mlflow_server(project: Path, compose: dict, home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     service = compose["mlflow"]
     root = tmp_path_factory.mktemp("mlflow")
     command = [str(project / ".venv" / "bin" / "mlflow"), *service["command"][1:]]
-    for volume in service[
-        "volumes"
-    ]:  # named volume -> a temporary folder at the same place in the command
+    for volume in service["volumes"]:  # named volume -> a temporary folder at the same place in the command
         target = volume.split(":")[1]
         (root / target.strip("/")).mkdir(parents=True)
-        command = [
-            part.replace(target, str(root / target.strip("/"))) for part in command
-        ]
+        command = [part.replace(target, str(root / target.strip("/"))) for part in command]
     port = _free_port()
     assert "--host=0.0.0.0" in command and "--port=5000" in command
     command = [part.replace("--host=0.0.0.0", "--host=127.0.0.1") for part in command]
@@ -191,9 +177,7 @@ def test_train_logs_run_metrics_and_artifacts_to_the_compose_mlflow(
     status, body = _request(f"{api}/experiments/get-by-name?experiment_name=baseline")
     assert status == 200, body
     experiment_id = json.loads(body)["experiment"]["experiment_id"]
-    status, body = _request(
-        f"{api}/runs/search", {"experiment_ids": [experiment_id], "max_results": 5}
-    )
+    status, body = _request(f"{api}/runs/search", {"experiment_ids": [experiment_id], "max_results": 5})
     assert status == 200, body
     runs = json.loads(body)["runs"]
     assert len(runs) == 1 and runs[0]["info"]["status"] == "FINISHED"
@@ -209,56 +193,39 @@ def test_mlflow_accepts_the_trainer_and_refuses_foreign_hosts(
     mlflow_server: str,
 ) -> None:
     search = f"{mlflow_server}/api/2.0/mlflow/experiments/search"
-    assert (
-        _request(search, {"max_results": 1}, {"Host": "mlflow:5000"})[0] == 200
-    )  # the trainer, inside compose
-    assert (
-        _request(search, {"max_results": 1}, {"Host": "localhost:5000"})[0] == 200
-    )  # the browser on the host
-    assert (
-        _request(search, {"max_results": 1}, {"Host": "attacker.example"})[0] == 403
-    )  # DNS rebinding
+    assert _request(search, {"max_results": 1}, {"Host": "mlflow:5000"})[0] == 200  # the trainer, inside compose
+    assert _request(search, {"max_results": 1}, {"Host": "localhost:5000"})[0] == 200  # the browser on the host
+    assert _request(search, {"max_results": 1}, {"Host": "attacker.example"})[0] == 403  # DNS rebinding
 
 
-def test_jupyter_refuses_requests_without_the_token(
-    project: Path, compose: dict, home: Path, tmp_path: Path
-) -> None:
+def test_jupyter_refuses_requests_without_the_token(project: Path, compose: dict, home: Path, tmp_path: Path) -> None:
     service = compose["jupyter"]
     assert service["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?")
     port = _free_port()
-    replace = {"--ServerApp.ip=0.0.0.0": "--ServerApp.ip=127.0.0.1", "--ServerApp.port=8888": f"--ServerApp.port={port}",
-               "--ServerApp.root_dir=/app": f"--ServerApp.root_dir={project}"}  # fmt: skip
+    replace = {
+        "--ServerApp.ip=0.0.0.0": "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.port=8888": f"--ServerApp.port={port}",
+        "--ServerApp.root_dir=/app": f"--ServerApp.root_dir={project}",
+    }
     assert set(replace) <= set(service["command"])
     command = [str(project / ".venv" / "bin" / service["command"][0])]
     command += [replace.get(part, part) for part in service["command"][1:]]
-    if (
-        os.geteuid() == 0
-    ):  # the image runs it as its non-root user; this test machine may run tests as root
+    if os.geteuid() == 0:  # the image runs it as its non-root user; this test machine may run tests as root
         command.append("--allow-root")
     token = "test-" + os.urandom(8).hex()
     env = {**os.environ, "HOME": str(home), "JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}  # fmt: skip
     log = tmp_path / "jupyter.log"
     with log.open("w") as out:
-        process = subprocess.Popen(
-            command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for(f"{url}/api", process, log)
         assert _request(f"{url}/api/status")[0] == 403
-        assert (
-            _request(f"{url}/api/status", headers={"Authorization": "token wrong"})[0]
-            == 403
-        )
+        assert _request(f"{url}/api/status", headers={"Authorization": "token wrong"})[0] == 403
         status, _ = _request(f"{url}/lab")
         assert status == 302, "the UI must redirect to the login page"
-        assert (
-            _request(f"{url}/api/status", headers={"Authorization": f"token {token}"})[
-                0
-            ]
-            == 200
-        )
+        assert _request(f"{url}/api/status", headers={"Authorization": f"token {token}"})[0] == 200
         assert _request(f"{url}/lab?token={token}")[0] == 200
     finally:
         _stop(process)
@@ -268,6 +235,4 @@ def test_compose_pins_the_image_the_server_command_was_checked_with(
     compose: dict,
 ) -> None:
     image_version = compose["mlflow"]["image"].rsplit(":v", 1)[1]
-    assert image_version == COMPAT["packages"]["runtime"]["mlflow"], (
-        "the server flags were checked with this mlflow"
-    )
+    assert image_version == COMPAT["packages"]["runtime"]["mlflow"], "the server flags were checked with this mlflow"

@@ -26,10 +26,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import render, snapshot_template, tool
 from copier import VcsRef
-from matrix import COMPAT, FRAMEWORKS, MANAGERS, REPO
 from packaging.version import Version
+
+from conftest import BIN, render, snapshot_template, tool
+from matrix import COMPAT, FRAMEWORKS, MANAGERS, REPO
 
 OLD, NEW = "v0.1.0", "v0.2.0"
 BEFORE, AFTER = "<<<<<<< before updating", ">>>>>>> after updating"  # copier's inline conflict labels
@@ -133,7 +134,9 @@ def answers_of(project: Path) -> dict[str, Any]:
 
 def dependency_file(project: Path) -> str:
     """The one file that pins tqdm (requirements.in, pyproject.toml or environment.yml, per manager)."""
-    pinned = [name for name, data in files(project).items() if re.search(rb"tqdm\W+" + re.escape(OLD_TQDM.encode()), data)]
+    pinned = [
+        name for name, data in files(project).items() if re.search(rb"tqdm\W+" + re.escape(OLD_TQDM.encode()), data)
+    ]
     assert len(pinned) == 1, f"expected one file pinning tqdm=={OLD_TQDM}, found {pinned}"
     return pinned[0]
 
@@ -258,6 +261,26 @@ def test_ci_reports_new_releases_without_failing(default_project: Path) -> None:
     assert job.get("continue-on-error") is True
     steps = "\n".join(step.get("run", "") for step in job["steps"])
     assert f"copier=={COMPAT['tools']['copier']}" in steps and "copier check-update" in steps
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [(OLD, f"::notice title=Template update::ml-template {NEW[1:]} is out"), (NEW, "Up to date")],
+)
+def test_ci_update_notice_runs(releases: Path, tmp_path: Path, release: str, expected: str) -> None:
+    """The template-update job's script, run for real against a project at each release."""
+    project = copy_from(releases, tmp_path / "ml-project", {}, release)
+    ci = yaml.safe_load((project / ".github/workflows/ci.yml").read_text())
+    script = next(
+        step["run"] for step in ci["jobs"]["template-update"]["steps"] if step.get("name") == "copier check-update"
+    )
+    summary = tmp_path / "summary.md"
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "GITHUB_STEP_SUMMARY": str(summary), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=project, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and expected in result.stdout, result.stdout + result.stderr
+    assert (summary.exists() and f"at {OLD[1:]}" in summary.read_text()) == (release == OLD)
 
 
 @pytest.mark.parametrize("dirt", ["modified", "untracked"])
