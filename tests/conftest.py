@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from matrix import FRAMEWORKS, REPO, Combo, all_combos
+from matrix import FRAMEWORKS, REPO, Combo, all_combos, fast_sample
 
 BIN = Path(sys.executable).parent
 
@@ -67,10 +67,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rendered_matrix(template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every combination rendered once per session, on every core."""
+def rendered_matrix(
+    request: pytest.FixtureRequest, template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The combinations this session's tests check (all of them, or the fast tier's), rendered once, on every core."""
     root = tmp_path_factory.mktemp("matrix")
-    combos = all_combos()
+    selected = {item.callspec.params.get("combo") for item in request.session.items if hasattr(item, "callspec")}
+    combos = [combo for combo in all_combos() if combo in selected] or all_combos()
     targets = [root / combo.id for combo in combos]
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(functools.partial(render, template), targets, [c.answers() for c in combos]))
@@ -114,7 +117,10 @@ def installed_project(template: Path, tmp_path_factory: pytest.TempPathFactory, 
 
 
 def combo_params() -> list[Any]:
-    return [pytest.param(combo, id=combo.id) for combo in all_combos()]
+    """Every combination; those outside matrix.fast_sample are marked slow (the fast tier stays under a minute)."""
+    combos = all_combos()
+    fast = set(fast_sample(combos))
+    return [pytest.param(c, id=c.id, marks=() if c in fast else pytest.mark.slow) for c in combos]
 
 
 def find_torch_cpu_wheel(version: str) -> Path | None:

@@ -52,6 +52,25 @@ def all_combos() -> list[Combo]:
     return combos
 
 
+def fast_sample(combos: list[Combo]) -> list[Combo]:
+    """The combinations the fast tier checks; the slow tier checks the rest.
+
+    Each framework with each of its CUDA choices, Python versions and managers at least once, the default
+    framework, CUDA, Python and manager, and a project without DVC.
+    """
+    picked: list[Combo] = []
+    for name, fw in FRAMEWORKS.items():
+        cudas, pythons = list(fw["cuda"]), list(fw["python"])
+        for index in range(max(len(cudas), len(pythons), len(MANAGERS))):
+            cuda, python = cudas[index % len(cudas)], pythons[index % len(pythons)]
+            manager = MANAGERS[index % len(MANAGERS)]
+            picked += [c for c in combos if (c.framework, c.cuda, c.python, c.manager) == (name, cuda, python, manager)]
+    default = (next(iter(FRAMEWORKS)), "cpu", COMPAT["default_python"], MANAGERS[0])
+    picked += [c for c in combos if (c.framework, c.cuda, c.python, c.manager) == default]
+    picked += [next(c for c in combos if not c.use_dvc)]
+    return [c for c in combos if c in picked]
+
+
 def refused_combos() -> list[tuple[dict[str, str], str]]:
     """Answers the questionnaire must refuse, with the words its message must contain."""
     every_cuda = sorted({cuda for fw in FRAMEWORKS.values() for cuda in fw["cuda"]} | {"11.8"})
