@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -231,8 +232,10 @@ def test_jupyter_refuses_requests_without_the_token(project: Path, compose: dict
         _stop(process)
 
 
-def test_compose_pins_the_image_the_server_command_was_checked_with(
-    compose: dict,
-) -> None:
-    image_version = compose["mlflow"]["image"].rsplit(":v", 1)[1]
+def test_compose_pins_the_image_the_server_command_was_checked_with(project: Path, compose: dict) -> None:
+    """compose builds MLflow from the Dockerfile's `mlflow` stage, whose base is the official image."""
+    assert compose["mlflow"]["build"]["target"] == "mlflow"
+    stage = re.search(r"^FROM (\S+) AS mlflow$", (project / "Dockerfile").read_text(), re.MULTILINE)
+    assert stage is not None, "the Dockerfile has no mlflow stage"
+    image_version = stage.group(1).rsplit(":v", 1)[1]
     assert image_version == COMPAT["packages"]["runtime"]["mlflow"], "the server flags were checked with this mlflow"
