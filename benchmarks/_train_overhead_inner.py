@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import median_seconds
 
 project, runs, epochs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 package = next(path.parent.name for path in (project / "src").glob("*/cli.py"))
@@ -43,13 +43,8 @@ def bare(length: int = epochs) -> None:
 
 
 def median(action) -> float:
-    action()  # warm-up: imports, MLflow store creation, kernel caches
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+    """Warm-up first: imports, MLflow store creation, kernel caches."""
+    return median_seconds(action, runs, warm_up=True)
 
 
 bare_s, generated_s = median(bare), median(generated)

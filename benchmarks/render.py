@@ -8,31 +8,21 @@ Prints medians and their ratio to the targets (2-core machine: CLI <= 1.0 s, ful
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from timing import median_seconds  # noqa: E402
+
 from conftest import render, snapshot_template  # noqa: E402
 
 CLI_TARGET_S, MATRIX_TARGET_S = 1.0, 60.0
-
-
-def median_seconds(action: Callable[[], object], runs: int) -> float:
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
 
 
 def cli_copy() -> None:
