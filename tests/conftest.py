@@ -116,6 +116,31 @@ def installed_project(template: Path, tmp_path_factory: pytest.TempPathFactory, 
     return get
 
 
+@pytest.fixture(scope="session")
+def locked(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str):
+    """A default PyTorch/CPU project per manager, its torch index pointed at the local one, locked once."""
+    from helpers.projects import caches, make_targets, serve_pypi_through_simple_api
+
+    cache: dict[str, tuple[Path, dict[str, str]]] = {}
+
+    def get(manager: str) -> tuple[Path, dict[str, str]]:
+        if manager not in cache:
+            root = tmp_path_factory.mktemp(f"lock-{manager}")
+            python = f"{sys.version_info.major}.{sys.version_info.minor}"
+            answers = {"manager": manager, "python_version": python, "framework_index_url": local_wheel_index}
+            project = render(template, root / "project", answers)
+            if manager == "poetry":
+                serve_pypi_through_simple_api(project / "pyproject.toml")
+            (root / "home").mkdir()
+            env = {**os.environ, **caches(), "HOME": str(root / "home"), "UV_PYTHON_DOWNLOADS": "never"}
+            env.pop("VIRTUAL_ENV", None)
+            make_targets(project, "lock", env=env)
+            cache[manager] = project, env
+        return cache[manager]
+
+    return get
+
+
 def combo_params() -> list[Any]:
     """Every combination; those outside matrix.fast_sample are marked slow (the fast tier stays under a minute)."""
     combos = all_combos()

@@ -1,8 +1,8 @@
 """Static checks of every combination's Dockerfile and compose.yaml (hadolint and the compose-spec schema run in
 test_matrix.py): exact base images from data/compat.yml, install from the lock, non-root, loopback-only ports.
 
-There is no Docker engine here: `docker build` / `docker compose up` run in the generated project's CI.
-`docker-compose config` runs when a compose tool is installed (Debian: apt-get install docker-compose).
+`podman-compose config` reads every compose file as a compose tool would; real builds and the running stack are in
+test_images.py (slow tier).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +18,15 @@ import pytest
 import yaml
 
 from conftest import combo_params, tool
-from matrix import COMPAT, Combo
+from matrix import COMPAT, FRAMEWORKS, Combo
 
+# What each manager's builder must run so that the image holds exactly the lock (no resolver at build time).
+LOCKED_INSTALL = {
+    "pip": ("pip install --require-hashes --no-deps", "-r requirements.txt"),
+    "uv": ("uv sync --locked --no-install-project",),
+    "poetry": ("poetry sync --no-root",),
+    "conda": ("micromamba create", "--file conda-lock.yml"),
+}
 LOCK_FILES = {
     "pip": "requirements.txt",
     "uv": "uv.lock",
@@ -64,6 +70,9 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_
     assert runtime[0] == f"FROM {_runtime_image(combo)} AS runtime"
     lock = LOCK_FILES[combo.manager]
     assert any(line.startswith("COPY ") and lock in line for line in builder), f"builder does not copy {lock}"
+    expected = LOCKED_INSTALL[combo.manager]
+    runs = [line for line in builder if line.startswith("RUN ")]
+    assert any(all(part in line for part in expected) for line in runs), f"no locked install {expected}: {runs}"
     runtime_text = "\n".join(runtime)
     for variable in (
         "PYTHONHASHSEED=0",
@@ -95,10 +104,12 @@ def test_compose_stack_is_local_only_and_secure(combo: Combo, rendered_matrix: d
     assert trainer["env_file"] == ".env" and "build" in trainer
     assert trainer["depends_on"]["mlflow"]["condition"] == "service_healthy"
     assert {"./data:/app/data", "./outputs:/app/outputs"} <= set(trainer["volumes"])
-    gpu = [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
     for service in (trainer, jupyter):
-        devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
-        assert devices == (gpu if combo.cuda != "cpu" else None)
+        assert "deploy" not in service, "no GPU request in compose.yaml: CI runners and laptops have no NVIDIA device"
+        assert service["init"] is True, "without an init process, SIGTERM never reaches Python"
+        assert service["shm_size"] == "1gb", "DataLoader workers need more than Docker's 64 MB /dev/shm"
+        shared = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", **FRAMEWORKS[combo.framework]["gpu_memory_env"]}
+        assert shared.items() <= service["environment"].items()
     assert trainer["build"]["target"] == jupyter["build"]["target"] == "runtime"
     assert mlflow["build"]["target"] == "mlflow", "MLflow runs from the Dockerfile's non-root stage"
     flags = mlflow["command"]
@@ -114,6 +125,20 @@ def test_compose_stack_is_local_only_and_secure(combo: Combo, rendered_matrix: d
 
 
 @pytest.mark.parametrize("combo", combo_params())
+def test_gpu_hosts_add_every_gpu_through_an_override(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
+    override = rendered_matrix[combo.id] / "compose.gpu.yaml"
+    if combo.cuda == "cpu":
+        assert not override.exists()
+        return
+    services = yaml.safe_load(override.read_text())["services"]
+    gpu = [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert set(services) == {"trainer", "jupyter"}
+    for service in services.values():
+        assert service["deploy"]["resources"]["reservations"]["devices"] == gpu
+    assert "compose.gpu.yaml" in (rendered_matrix[combo.id] / "README.md").read_text(), "README must say how"
+
+
+@pytest.mark.parametrize("combo", combo_params())
 def test_dockerignore_keeps_secrets_and_data_out(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     ignored = set((rendered_matrix[combo.id] / ".dockerignore").read_text().split())
     assert {".git", ".env", "data/", "outputs/", "mlruns/"} <= ignored
@@ -121,48 +146,45 @@ def test_dockerignore_keeps_secrets_and_data_out(combo: Combo, rendered_matrix: 
 
 
 @pytest.fixture(scope="session")
-def compose_config(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Callable[[str], tuple[str, str]]:
-    """`compose config` verdicts (with a token, with an empty one) per distinct compose.yaml text: few differ."""
-    if shutil.which("docker-compose"):
-        tool = ["docker-compose"]
-    elif (docker := shutil.which("docker")) and subprocess.run(
-        [docker, "compose", "version"], check=False
-    ).returncode == 0:
-        tool = [docker, "compose"]
-    else:
-        pytest.skip("no compose tool installed (Debian: apt-get install docker-compose); the schema check still ran")
+def compose_config(tmp_path_factory: pytest.TempPathFactory) -> Callable[[tuple[tuple[str, str], ...]], list[str]]:
+    """`podman-compose config` over compose files given as (name, text), with a JUPYTER_TOKEN and with an empty one:
+    the merged YAML, or "refused: <last line of the error>". podman-compose is pinned in requirements-dev.txt and
+    needs no engine for `config`. Cached per distinct set of files: few differ."""
+    podman_compose = tool("podman-compose")
 
     @functools.cache
-    def verdicts(text: str) -> tuple[str, str]:
+    def verdicts(files: tuple[tuple[str, str], ...]) -> list[str]:
         folder = tmp_path_factory.mktemp("compose")
-        (folder / "compose.yaml").write_text(text)
-        env = folder / ".env"  # env_file: .env must exist, as `cp .env.example .env` makes it
-        command = [
-            *tool,
-            "--project-directory",
-            str(folder),
-            "-f",
-            "compose.yaml",
-            "config",
-            "--quiet",
-        ]
+        arguments = []
+        for name, text in files:
+            (folder / name).write_text(text)
+            arguments += ["-f", name]
         outcome = []
         for token in ("not-empty", ""):
-            env.write_text(f"JUPYTER_TOKEN={token}\n")
-            result = subprocess.run(command, check=False, cwd=folder, capture_output=True, text=True)
-            outcome.append("ok" if result.returncode == 0 else result.stderr.strip() or "failed")
-        return outcome[0], outcome[1]
+            (folder / ".env").write_text(f"JUPYTER_TOKEN={token}\n")  # as `cp .env.example .env` makes it
+            result = subprocess.run([podman_compose, *arguments, "config"], cwd=folder, capture_output=True, text=True)
+            error = (result.stderr.strip().splitlines() or ["no message"])[-1]
+            outcome.append(result.stdout if result.returncode == 0 else f"refused: {error}")
+        return outcome
 
     return verdicts
 
 
 @pytest.mark.parametrize("combo", combo_params())
-def test_docker_compose_config_accepts_it(combo: Combo, rendered_matrix: dict[str, Path], compose_config) -> None:
-    with_token, without_token = compose_config((rendered_matrix[combo.id] / "compose.yaml").read_text())
-    assert with_token == "ok"  # noqa: S105 - compose_config's verdict, not a password
-    assert "JUPYTER_TOKEN" in without_token, "an empty JUPYTER_TOKEN must be refused"
+def test_compose_config_accepts_it(combo: Combo, rendered_matrix: dict[str, Path], compose_config) -> None:
+    project = rendered_matrix[combo.id]
+    files = [("compose.yaml", (project / "compose.yaml").read_text())]
+    with_token, without_token = compose_config(tuple(files))
+    assert not with_token.startswith("refused"), with_token
+    assert without_token.startswith("refused") and "JUPYTER_TOKEN" in without_token, "an empty token must be refused"
+    assert "deploy" not in yaml.safe_load(with_token)["services"]["trainer"]
+    if combo.cuda != "cpu":  # the GPU host's command line: both files, merged
+        merged, _ = compose_config((*files, ("compose.gpu.yaml", (project / "compose.gpu.yaml").read_text())))
+        assert not merged.startswith("refused"), merged
+        for name in ("trainer", "jupyter"):
+            service = yaml.safe_load(merged)["services"][name]
+            assert service["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+            assert service["init"] is True and service["env_file"], "the override must add to a service, not replace it"
 
 
 def test_python_releases_are_the_newest_uv_installs() -> None:

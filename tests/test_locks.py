@@ -1,5 +1,6 @@
 """Locks: pip, uv and Poetry locks are really written and installed from (against the local torch index);
-conda's environment.yml is checked offline, spec by spec, with a real conda match-spec parser.
+conda's environment.yml is checked offline, spec by spec, with a real conda match-spec parser, and its lock
+commands for the CUDA driver they assume.
 
 Torch must only ever come from the local index: every project pins it exactly (torch==2.13.0), and each
 lock is checked to hold the +cpu build from 127.0.0.1 before anything is installed from it.
@@ -7,8 +8,8 @@ lock is checked to hold the +cpu build from 127.0.0.1 before anything is install
 
 from __future__ import annotations
 
-import os
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -16,72 +17,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.projects import make_targets
 
-from conftest import combo_params, render, tool
+from conftest import combo_params
 from matrix import COMPAT, Combo
 
 TORCH = COMPAT["frameworks"]["pytorch"]["version"]
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def _caches() -> dict[str, str]:
-    """The machine's download caches, kept when HOME is swapped for a temporary one."""
-    home = Path.home()
-    return {
-        "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(home / ".cache" / "pip")),
-        "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(home / ".cache" / "uv")),
-        "POETRY_CACHE_DIR": os.environ.get("POETRY_CACHE_DIR", str(home / ".cache" / "pypoetry")),
-    }
-
-
-def _make(project: Path, *targets: str, env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["make", *targets, f"PYTHON={sys.executable}", f"UV={tool('uv')}", f"POETRY={tool('poetry')}"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=1500, check=False,
-    )  # fmt: skip
-    if ok:
-        assert result.returncode == 0, f"make {' '.join(targets)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def _serve_pypi_through_simple_api(pyproject: Path) -> None:
-    """This machine's PyPI proxy answers the simple API but not the per-version JSON API Poetry uses for PyPI;
-    a primary simple-API source with PyPI's own URL stands in for it (as a company mirror would)."""
-    pyproject.write_text(
-        pyproject.read_text()
-        + '\n[[tool.poetry.source]]\nname = "pypi-simple"\nurl = "https://pypi.org/simple/"\npriority = "primary"\n'
-    )
-
-
-@pytest.fixture(scope="module")
-def locked(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str):
-    """A default PyTorch/CPU project per manager, its torch index pointed at the local one, locked once."""
-    cache: dict[str, tuple[Path, dict[str, str]]] = {}
-
-    def get(manager: str) -> tuple[Path, dict[str, str]]:
-        if manager not in cache:
-            root = tmp_path_factory.mktemp(f"lock-{manager}")
-            answers = {
-                "manager": manager,
-                "python_version": PYTHON,
-                "framework_index_url": local_wheel_index,
-            }
-            project = render(template, root / "project", answers)
-            if manager == "poetry":
-                _serve_pypi_through_simple_api(project / "pyproject.toml")
-            (root / "home").mkdir()
-            env = {
-                **os.environ,
-                **_caches(),
-                "HOME": str(root / "home"),
-                "UV_PYTHON_DOWNLOADS": "never",
-            }
-            env.pop("VIRTUAL_ENV", None)
-            _make(project, "lock", env=env)
-            cache[manager] = project, env
-        return cache[manager]
-
-    return get
 
 
 def _locked_torch(project: Path, manager: str) -> tuple[str, str]:
@@ -104,8 +46,8 @@ def test_lock_is_written_fresh_and_installs(locked, manager: str, local_wheel_in
     assert version == f"{TORCH}+cpu", "torch must be the CPU build from the framework index"
     if manager != "pip":
         assert source.rstrip("/") == local_wheel_index.rstrip("/")
-    _make(project, "lock-check", env=env)
-    _make(project, "install", env=env)
+    make_targets(project, "lock-check", env=env)
+    make_targets(project, "install", env=env)
     probe = "import torch, mlflow, sklearn; print(torch.__version__, mlflow.__version__)"
     result = subprocess.run(
         [str(project / ".venv" / "bin" / "python"), "-c", probe],
@@ -128,7 +70,7 @@ def test_lock_check_fails_on_a_stale_lock(locked, manager: str) -> None:
     try:
         source.write_text(re.sub(r"^.*\bpytest==.*\n", "", original, flags=re.MULTILINE))  # a direct dependency dropped
         assert source.read_text() != original
-        assert _make(project, "lock-check", env=env, ok=False).returncode != 0
+        assert make_targets(project, "lock-check", env=env, ok=False).returncode != 0
     finally:
         source.write_text(original)
 
@@ -174,3 +116,23 @@ def test_conda_environment_is_valid_offline(combo: Combo, rendered_matrix: dict[
             assert str(parsed[conda_name].version) == f"=={version}", name
         else:
             assert f"{name}=={version}" in pip_section, f"{name} is neither a conda-forge spec nor in pip:"
+
+
+def _conda_lock_commands(project: Path) -> list[list[str]]:
+    """The `conda-lock lock` commands `make lock` and `make lock-check` run, as make expands them."""
+    result = subprocess.run(
+        ["make", "-n", "lock", "lock-check"], cwd=project, capture_output=True, text=True, check=True
+    )
+    commands = [shlex.split(line) for line in result.stdout.splitlines()]
+    commands = [tokens for tokens in commands if tokens[:2] == ["conda-lock", "lock"]]
+    assert len(commands) == 2, f"expected the lock and lock-check solves:\n{result.stdout}"
+    return commands
+
+
+@pytest.mark.parametrize("combo", [p for p in combo_params() if p.values[0].manager == "conda"])
+def test_conda_lock_solves_for_the_answered_cuda(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
+    """conda-forge's CUDA builds need the virtual package __cuda >= their major; conda-lock assumes 11.4 unless
+    told (--with-cuda). The lock-check must pass the same, since conda-lock's input hash covers it."""
+    for tokens in _conda_lock_commands(rendered_matrix[combo.id]):
+        with_cuda = [tokens[index + 1] for index, word in enumerate(tokens) if word == "--with-cuda"]
+        assert with_cuda == ([] if combo.cuda == "cpu" else [combo.cuda]), shlex.join(tokens)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import combo_params, tool
-from matrix import Combo
+from matrix import REPO, Combo
 
 UNRENDERED = re.compile(r"\{\{|\{%|\{#")
 GITHUB_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
@@ -35,6 +35,29 @@ def _files(project: Path) -> list[Path]:
     return [path for path in project.rglob("*") if path.is_file()]
 
 
+def _checked_run(command: list[str], findings_codes: set[int], cwd: Path | None = None) -> tuple[int, str]:
+    """Runs a checker; an exit code its docs give neither for "clean" (0) nor for "findings" fails the test.
+
+    A crash, a bad flag or a file it could not read is never a clean verdict. Returns (exit code, stdout).
+    """
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0 and result.returncode not in findings_codes:
+        pytest.fail(f"{Path(command[0]).name} failed with exit code {result.returncode}:\n{result.stderr[-3000:]}")
+    return result.returncode, result.stdout
+
+
+def _json_report(command: list[str], findings_codes: set[int], cwd: Path | None = None) -> list[dict]:
+    """A checker's JSON report, its exit code checked; no parseable report, or findings claimed but absent, fails."""
+    code, stdout = _checked_run(command, findings_codes, cwd)
+    try:
+        report = json.loads(stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"{Path(command[0]).name} exited {code} without a JSON report:\n{stdout[-3000:]}")
+    if code in findings_codes and not report:
+        pytest.fail(f"{Path(command[0]).name} exited {code} (findings) with an empty report")
+    return report
+
+
 def _project_of(root: Path, path: str | Path) -> str:
     """The combination folder (directly under the matrix root) that a tool finding belongs to."""
     path = Path(path)
@@ -49,19 +72,14 @@ def matrix_root(rendered_matrix: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def ruff_findings(matrix_root: Path) -> dict[str, list[str]]:
     """ruff check and ruff format --check over all projects, each with its own pyproject settings."""
-    check = subprocess.run(
-        [tool("ruff"), "check", "--output-format", "json", "--no-cache", "."],
-        cwd=matrix_root,
-        capture_output=True,
-        text=True,
-    )
-    found = [f"{item['filename']}: {item['code']} {item['message']}" for item in json.loads(check.stdout or "[]")]
-    formatted = subprocess.run(
-        [tool("ruff"), "format", "--check", "--no-cache", "."], cwd=matrix_root, capture_output=True, text=True
-    )
-    found += [
-        line.removeprefix("Would reformat: ") for line in formatted.stdout.splitlines() if "Would reformat" in line
-    ]
+    # ruff check and ruff format --check both exit 0 when clean, 1 on findings, 2 on an error.
+    check = _json_report([tool("ruff"), "check", "--output-format", "json", "--no-cache", "."], {1}, matrix_root)
+    found = [f"{item['filename']}: {item['code']} {item['message']}" for item in check]
+    code, formatted = _checked_run([tool("ruff"), "format", "--check", "--no-cache", "."], {1}, matrix_root)
+    reformat = [line.removeprefix("Would reformat: ") for line in formatted.splitlines() if "Would reformat" in line]
+    if code == 1 and not reformat:
+        pytest.fail(f"ruff format --check exited 1 without naming a file:\n{formatted[-3000:]}")
+    found += reformat
     grouped: dict[str, list[str]] = defaultdict(list)
     for line in found:
         grouped[_project_of(matrix_root, line.split(":")[0])].append(line)
@@ -71,9 +89,11 @@ def ruff_findings(matrix_root: Path) -> dict[str, list[str]]:
 @pytest.fixture(scope="session")
 def hadolint_findings(matrix_root: Path) -> dict[str, list[str]]:
     dockerfiles = sorted(str(path) for path in matrix_root.glob("*/Dockerfile"))
-    result = subprocess.run([tool("hadolint"), "-f", "json", *dockerfiles], capture_output=True, text=True)
+    # hadolint exits 0 when clean (findings below its failure threshold may still be listed), 1 on findings;
+    # it also exits 1 on a file it cannot read, but then prints no JSON report, which fails here.
+    report = _json_report([tool("hadolint"), "-f", "json", *dockerfiles], {1})
     grouped: dict[str, list[str]] = defaultdict(list)
-    for item in json.loads(result.stdout or "[]"):
+    for item in report:
         grouped[_project_of(matrix_root, item["file"])].append(f"line {item['line']}: {item['code']} {item['message']}")
     return grouped
 
@@ -100,9 +120,44 @@ def compose_findings(matrix_root: Path) -> dict[str, list[str]]:
 def workflow_findings(matrix_root: Path) -> dict[str, list[str]]:
     workflows = sorted(str(p) for p in matrix_root.glob("*/.github/workflows/*.yml"))
     grouped = _jsonschema_failures(matrix_root, workflows, "vendor.github-workflows")
-    result = subprocess.run([tool("actionlint"), "-format", "{{json .}}", *workflows], capture_output=True, text=True)
-    for item in json.loads(result.stdout or "[]"):
+    # actionlint exits 0 when clean, 1 on findings, 2 on a bad command line, 3 on a fatal error.
+    report = _json_report([tool("actionlint"), "-format", "{{json .}}", *workflows], {1}, matrix_root)
+    for item in report:
         grouped[_project_of(matrix_root, item["filepath"])].append(f"actionlint line {item['line']}: {item['message']}")
+    return grouped
+
+
+# zizmor's documented exit codes (docs/usage.md, "Exit codes"): 0 no findings; 11-14 findings, the highest being
+# informational, low, medium or high; 1 an audit error, 2 a bad command line, 3 no input collected.
+ZIZMOR_FINDINGS_EXIT = {11, 12, 13, 14}
+
+
+def _zizmor(workflows: list[str]) -> list[tuple[str, str]]:
+    """zizmor --offline (the regular persona, as users run it) over the workflows: (file, finding) per finding.
+
+    --strict-collection makes a workflow zizmor cannot parse an error: without it, zizmor skips the file
+    with a warning and reports the rest as clean.
+    """
+    assert workflows, "no workflow to audit"
+    command = [tool("zizmor"), "--offline", "--strict-collection", "--format", "json", *workflows]
+    found = []
+    for item in _json_report(command, ZIZMOR_FINDINGS_EXIT):
+        if item.get("ignored"):
+            continue
+        primary = next(loc for loc in item["locations"] if loc["symbolic"]["kind"] == "Primary")
+        path = primary["symbolic"]["key"]["Local"]["verbatim_path"]
+        line = primary["concrete"]["location"]["start_point"]["row"] + 1  # zizmor counts rows from 0
+        found.append((path, f"line {line}: {item['ident']} ({item['determinations']['severity']}) {item['desc']}"))
+    return found
+
+
+@pytest.fixture(scope="session")
+def zizmor_findings(matrix_root: Path) -> dict[str, list[str]]:
+    """zizmor's security audit, run once over every rendered workflow."""
+    workflows = sorted(str(p) for p in matrix_root.glob("*/.github/workflows/*.yml"))
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for path, finding in _zizmor(workflows):
+        grouped[_project_of(matrix_root, path)].append(finding)
     return grouped
 
 
@@ -152,3 +207,14 @@ def test_compose_matches_compose_spec(combo: Combo, compose_findings: dict[str, 
 @pytest.mark.parametrize("combo", combo_params())
 def test_workflows_pass_schema_and_actionlint(combo: Combo, workflow_findings: dict[str, list[str]]) -> None:
     assert workflow_findings.get(combo.id, []) == []
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_workflows_pass_zizmor(combo: Combo, zizmor_findings: dict[str, list[str]]) -> None:
+    assert zizmor_findings.get(combo.id, []) == []
+
+
+def test_own_workflows_pass_zizmor() -> None:
+    """The template's own CI is held to the same bar as the workflows it generates."""
+    workflows = sorted(str(p) for p in (REPO / ".github" / "workflows").glob("*.yml"))
+    assert _zizmor(workflows) == []

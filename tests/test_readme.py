@@ -38,3 +38,10 @@ def test_dev_requirements_pin_what_compat_pins() -> None:
     shared = set(pins) & set(compat)
     assert {"copier", "uv", "poetry", "pydantic", "pre-commit"} <= shared
     assert {name: pins[name] for name in shared} == {name: compat[name] for name in shared}
+
+
+def test_own_workflow_pins_the_actions_compat_pins() -> None:
+    """This repository's CI uses the same action commits as the generated CI (data/compat.yml's actions)."""
+    own = (REPO / ".github" / "workflows" / "ci.yml").read_text()
+    uses = set(re.findall(r"uses: (.+)", own))
+    assert uses and uses <= set(COMPAT["actions"].values()), uses - set(COMPAT["actions"].values())

@@ -8,10 +8,8 @@ Both run from the default project's own environment (its pinned mlflow and jupyt
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,35 +20,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.net import free_port, mlflow_artifacts, mlflow_runs, request
 
 from conftest import render, tool
 from matrix import COMPAT
 
 pytestmark = pytest.mark.slow
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _request(url: str, data: dict | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    body = json.dumps(data).encode() if data is not None else None
-    headers = {"Content-Type": "application/json", **(headers or {})}
-    request = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310 - http://127.0.0.1 only
-    opener = urllib.request.build_opener(_NoRedirect)
-    try:
-        with opener.open(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(errors="replace")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
 
 
 def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
@@ -136,7 +112,7 @@ def mlflow_server(project: Path, compose: dict, home: Path, tmp_path_factory: py
         target = volume.split(":")[1]
         (root / target.strip("/")).mkdir(parents=True)
         command = [part.replace(target, str(root / target.strip("/"))) for part in command]
-    port = _free_port()
+    port = free_port()
     assert "--host=0.0.0.0" in command and "--port=5000" in command
     command = [part.replace("--host=0.0.0.0", "--host=127.0.0.1") for part in command]
     command = [part.replace("--port=5000", f"--port={port}") for part in command]
@@ -174,35 +150,26 @@ def test_train_logs_run_metrics_and_artifacts_to_the_compose_mlflow(
         cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    api = f"{mlflow_server}/api/2.0/mlflow"
-    status, body = _request(f"{api}/experiments/get-by-name?experiment_name=baseline")
-    assert status == 200, body
-    experiment_id = json.loads(body)["experiment"]["experiment_id"]
-    status, body = _request(f"{api}/runs/search", {"experiment_ids": [experiment_id], "max_results": 5})
-    assert status == 200, body
-    runs = json.loads(body)["runs"]
+    runs = mlflow_runs(mlflow_server, "baseline")
     assert len(runs) == 1 and runs[0]["info"]["status"] == "FINISHED"
-    run = runs[0]
-    metrics = {metric["key"] for metric in run["data"].get("metrics", [])}
+    metrics = {metric["key"] for metric in runs[0]["data"].get("metrics", [])}
     assert {"test_accuracy", "test_loss"} <= metrics, metrics
-    status, body = _request(f"{api}/artifacts/list?run_id={run['info']['run_id']}")
-    assert status == 200, body
-    assert json.loads(body).get("files"), "no artifact arrived"
+    assert mlflow_artifacts(mlflow_server, runs[0]["info"]["run_id"]), "no artifact arrived"
 
 
 def test_mlflow_accepts_the_trainer_and_refuses_foreign_hosts(
     mlflow_server: str,
 ) -> None:
     search = f"{mlflow_server}/api/2.0/mlflow/experiments/search"
-    assert _request(search, {"max_results": 1}, {"Host": "mlflow:5000"})[0] == 200  # the trainer, inside compose
-    assert _request(search, {"max_results": 1}, {"Host": "localhost:5000"})[0] == 200  # the browser on the host
-    assert _request(search, {"max_results": 1}, {"Host": "attacker.example"})[0] == 403  # DNS rebinding
+    assert request(search, {"max_results": 1}, {"Host": "mlflow:5000"})[0] == 200  # the trainer, inside compose
+    assert request(search, {"max_results": 1}, {"Host": "localhost:5000"})[0] == 200  # the browser on the host
+    assert request(search, {"max_results": 1}, {"Host": "attacker.example"})[0] == 403  # DNS rebinding
 
 
 def test_jupyter_refuses_requests_without_the_token(project: Path, compose: dict, home: Path, tmp_path: Path) -> None:
     service = compose["jupyter"]
     assert service["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?")
-    port = _free_port()
+    port = free_port()
     replace = {
         "--ServerApp.ip=0.0.0.0": "--ServerApp.ip=127.0.0.1",
         "--ServerApp.port=8888": f"--ServerApp.port={port}",
@@ -222,12 +189,12 @@ def test_jupyter_refuses_requests_without_the_token(project: Path, compose: dict
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for(f"{url}/api", process, log)
-        assert _request(f"{url}/api/status")[0] == 403
-        assert _request(f"{url}/api/status", headers={"Authorization": "token wrong"})[0] == 403
-        status, _ = _request(f"{url}/lab")
+        assert request(f"{url}/api/status")[0] == 403
+        assert request(f"{url}/api/status", headers={"Authorization": "token wrong"})[0] == 403
+        status, _ = request(f"{url}/lab")
         assert status == 302, "the UI must redirect to the login page"
-        assert _request(f"{url}/api/status", headers={"Authorization": f"token {token}"})[0] == 200
-        assert _request(f"{url}/lab?token={token}")[0] == 200
+        assert request(f"{url}/api/status", headers={"Authorization": f"token {token}"})[0] == 200
+        assert request(f"{url}/lab?token={token}")[0] == 200
     finally:
         _stop(process)
 

@@ -2,6 +2,11 @@
 CONDA ?= micromamba
 CONDA_LOCK ?= conda-lock
 LOCK_ARGS := -f environment.yml -p linux-64
+{% if cuda != 'cpu' %}
+# The solve assumes a CUDA {{ cuda }} driver (virtual package __cuda): with conda-lock's default, CUDA 11.4, no
+# CUDA {{ cuda.split('.')[0] }} build is installable. The lock-check passes it too: the input hash covers it.
+LOCK_ARGS += --with-cuda {{ cuda }}
+{% endif %}
 
 install: ## create the environment in .venv from conda-lock.yml (or environment.yml before the first lock)
 	if [ -f conda-lock.yml ]; then \

@@ -17,6 +17,7 @@ from .data import load_dataset
 from .errors import UserError
 from .settings import Settings
 from .tracking import Tracker, ensure_reachable
+from .writable import ensure_writable
 
 
 class RunError(UserError):
@@ -51,6 +52,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> Path:
 def train(config: Config, settings: Settings, output_dir: Path, resume: bool = False) -> RunResult:
     """Train `config` into `output_dir`; with `resume`, continue from its last checkpoint."""
     saved = _check_output_dir(output_dir, resume)
+    ensure_writable(output_dir, "output folder")
     ensure_reachable(settings.MLFLOW_TRACKING_URI)
     flags = seeding.seed_everything(config.seed, config.deterministic)
     dataset = load_dataset(config.data, config.seed)

@@ -132,11 +132,20 @@ def _incomplete_pairs() -> list[str]:
     return problems
 
 
+def unset_empty_variables() -> None:
+    """An empty variable means "unset": compose's `env_file` passes `NAME=` lines as "", and MLflow or boto3,
+    which read os.environ themselves, would take "" for a value (int("") for MLFLOW_HTTP_REQUEST_TIMEOUT)."""
+    for name in [name for name, value in os.environ.items() if value == ""]:
+        if name in Settings.model_fields or name.startswith("MLFLOW_"):
+            del os.environ[name]
+
+
 def load_settings(env_file: Path = Path(".env")) -> Settings:
     """Load `.env` (if present), then validate the environment; raises one-line SettingsError.
 
     The message names every problem at once: each missing variable, then each malformed one.
     """
+    unset_empty_variables()
     load_dotenv_file(env_file)
     problems = _incomplete_pairs()
     settings = None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .writable import ensure_writable
 
 REACHABILITY_TIMEOUT_S = 5
 
@@ -17,8 +18,17 @@ class TrackingError(UserError):
     """The tracking store cannot be used; the message names the URI."""
 
 
+def sqlite_folder(uri: str) -> Path | None:
+    """The folder of a SQLite store (`sqlite:///relative.db`, `sqlite:////absolute.db`), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).parent
+
+
 def ensure_reachable(uri: str) -> None:
-    """For a server URI, check `/health` within a few seconds, before any training starts."""
+    """Before any training starts: a SQLite store's folder is writable; a server answers `/health` within seconds."""
+    if (folder := sqlite_folder(uri)) is not None:
+        ensure_writable(folder, "MLFLOW_TRACKING_URI's folder")
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -49,6 +59,11 @@ class Tracker:
 
         self._mlflow = mlflow
         mlflow.set_tracking_uri(uri)
+        folder = sqlite_folder(uri)
+        if folder is not None and mlflow.get_experiment_by_name(experiment) is None:
+            # Artifacts beside the SQLite file, not in ./mlruns of whatever folder the process started in
+            # (a container's working directory is not writable). With the default store both are the same.
+            mlflow.create_experiment(experiment, artifact_location=(folder.resolve() / "mlruns").as_uri())
         mlflow.set_experiment(experiment)
         self.run = mlflow.start_run(run_id=run_id)
         self.run_id: str = self.run.info.run_id

@@ -1,0 +1,1 @@
+"""Helpers for the template's tests (fixtures stay in conftest.py)."""

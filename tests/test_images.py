@@ -1,0 +1,210 @@
+"""Real builds: the generated Dockerfile built by podman, its image run, and the compose stack started.
+
+Base images come from stand-ins tagged under the exact names the Dockerfile uses (tests/helpers/podman.py): the
+Python one is Debian bookworm's CPython 3.11.2, not the image's exact release. CUDA and conda images have no
+stand-in: they stay checked statically (test_containers.py, test_matrix.py). Every run here is slow.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers.net import free_port, mlflow_artifacts, mlflow_runs, request
+from helpers.podman import STANDIN_PYTHON, Podman, standin_mlflow, standin_python, standin_uv
+
+from conftest import tool
+from matrix import COMPAT
+
+pytestmark = pytest.mark.slow
+APP_UID = 1000  # the image's default UID/GID build args
+TWO_EPOCHS = ["python", "train.py", "--config", "configs/baseline.yaml", "--seed", "42", "training.epochs=2"]
+
+
+@pytest.fixture(scope="session")
+def podman() -> Podman:
+    """The engine with every stand-in base image the default projects' Dockerfiles name."""
+    engine = Podman()
+    python_image = COMPAT["images"]["python"].replace("{python}", COMPAT["python_patch"][STANDIN_PYTHON])
+    standin_python(engine, f"docker.io/library/{python_image}")
+    standin_uv(engine, COMPAT["images"]["uv"], COMPAT["tools"]["uv"])
+    standin_mlflow(engine, COMPAT["images"]["mlflow"], python_image, COMPAT["packages"]["runtime"]["mlflow"])
+    return engine
+
+
+@pytest.fixture(scope="session")
+def built(podman: Podman, installed_project, locked):
+    """The runtime image of a default CPU project, by framework (pip) or by manager (PyTorch): built once."""
+    images: dict[str, tuple[str, Path]] = {}
+
+    def get(framework: str = "pytorch", manager: str = "pip") -> tuple[str, Path]:
+        key = f"{framework}-{manager}"
+        if key not in images:
+            project = installed_project(framework)[0] if manager == "pip" else locked(manager)[0]
+            podman.build(project, f"localhost/ml-test:{key}", "--target", "runtime")
+            images[key] = f"localhost/ml-test:{key}", project
+        return images[key]
+
+    return get
+
+
+def _owned_folder(path: Path, uid: int = APP_UID) -> Path:
+    path.mkdir(parents=True)
+    shutil.chown(path, uid, uid)
+    return path
+
+
+def _host_metrics(framework: str, installed_project, tmp_path: Path) -> dict:
+    """The same two-epoch run on this machine, in the project's own .venv."""
+    project, env = installed_project(framework)
+    command = [str(project / ".venv" / "bin" / "python"), *TWO_EPOCHS[1:], "--output-dir", str(tmp_path / "host")]
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / "host" / "metrics.json").read_text())["final"]
+
+
+def _train_in_image(podman: Podman, image: str, outputs: Path) -> dict:
+    """Two epochs in the image with no network, writing to a bind-mounted outputs folder owned by its user."""
+    result = podman("run", "--rm", "--network=none", "-v", f"{outputs}:/app/outputs", image, *TWO_EPOCHS, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = outputs / "baseline-seed42"
+    expected = {"metrics.json", "run.json", "config.yaml", "curves.png", "checkpoints"}
+    assert expected <= {path.name for path in run.iterdir()}, sorted(run.iterdir())
+    assert (outputs / "mlflow.db").is_file() and any((outputs / "mlruns").rglob("metrics.json")), (
+        "the image's default tracking store (and its artifacts) must land in the writable outputs folder"
+    )
+    return json.loads((run / "metrics.json").read_text())["final"]
+
+
+@pytest.mark.parametrize("manager", ["pip", "uv", "poetry"])
+def test_default_image_builds_from_the_lock_and_trains_offline(
+    manager: str, built, podman: Podman, installed_project, tmp_path: Path
+) -> None:
+    image, _ = built("pytorch", manager)
+    probe = podman("run", "--rm", "--network=none", image, "python", "-c", "import torch; print(torch.__version__)")
+    assert probe.stdout.strip() == f"{COMPAT['frameworks']['pytorch']['version']}+cpu"
+    user = podman("run", "--rm", "--network=none", image, "id", "-u").stdout.strip()
+    assert user == str(APP_UID), "the image must run as its non-root user"
+    in_image = _train_in_image(podman, image, _owned_folder(tmp_path / "outputs"))
+    # Same lock versions, same CPU, same seed: the container reproduces this machine's run bit for bit.
+    assert in_image == _host_metrics("pytorch", installed_project, tmp_path)
+
+
+def test_image_runs_out_of_the_box(built, podman: Podman) -> None:
+    """`docker run <image>` with no compose, no .env and no mounts: its default command trains and tracks."""
+    image, _ = built()
+    result = podman("run", "--rm", "--network=none", image, check=False, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("test_accuracy="), result.stdout
+
+
+def test_a_bind_mount_the_user_cannot_write_is_one_line(built, podman: Podman, tmp_path: Path) -> None:
+    image, _ = built()
+    outputs = tmp_path / "root-owned"
+    outputs.mkdir(mode=0o755)  # as `docker run -v` creates a missing folder: owned by root
+    result = podman("run", "--rm", "--network=none", "-v", f"{outputs}:/app/outputs", image, *TWO_EPOCHS, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: output folder outputs is not writable by uid {APP_UID} (Permission denied); make it writable, e.g. "
+        "chown a bind-mounted folder to HOST_UID:HOST_GID (README, Docker and compose)"
+    ]
+
+
+@pytest.mark.parametrize("framework", ["tensorflow", "jax"])
+def test_framework_image_trains_like_this_machine(
+    framework: str, built, podman: Podman, installed_project, tmp_path: Path
+) -> None:
+    image, _ = built(framework)
+    in_image = _train_in_image(podman, image, _owned_folder(tmp_path / "outputs"))
+    assert in_image == _host_metrics(framework, installed_project, tmp_path)
+
+
+class Compose:
+    """podman-compose in a project folder, under its own project name, with this machine's build settings."""
+
+    def __init__(self, podman: Podman, project: Path, name: str) -> None:
+        self.podman, self.project, self.name = podman, project, name
+
+    def __call__(self, *args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
+        build_args = " ".join(self.podman.build_args())
+        command = [tool("podman-compose"), "-p", self.name, f"--podman-build-args={build_args}", *args]
+        result = subprocess.run(
+            command, cwd=self.project, env=self.podman.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check:
+            assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return result
+
+    def wait_healthy(self, service: str, timeout_s: float = 180) -> None:
+        """podman runs healthchecks from systemd timers, absent here: run the service's own check until it passes."""
+        container = f"{self.name}_{service}_1"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.podman("healthcheck", "run", container, check=False).returncode == 0:
+                return
+            time.sleep(2)
+        logs = self.podman("logs", container, check=False)
+        pytest.fail(f"{service} not healthy after {timeout_s} s:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}")
+
+
+@pytest.fixture
+def stack(podman: Podman, installed_project, tmp_path: Path) -> Iterator[tuple[Compose, dict[str, str]]]:
+    """The default project's stack with `.env` made as README says; `down -v` even when a test fails."""
+    source, _ = installed_project("pytorch")
+    project = tmp_path / "project"
+    shutil.copytree(source, project, ignore=shutil.ignore_patterns(".venv", "outputs", "mlflow.db", "mlruns"))
+    settings = {
+        "JUPYTER_TOKEN": secrets.token_hex(16),
+        "MLFLOW_PORT": str(free_port()),
+        "JUPYTER_PORT": str(free_port()),
+    }
+    lines = [
+        f"{name}={settings[name]}" if name in settings else line
+        for line in (project / ".env.example").read_text().splitlines()
+        for name in [line.split("=", 1)[0]]
+    ]
+    (project / ".env").write_text("\n".join(lines) + "\n")  # every other variable stays empty, as copied
+    for folder in ("data", "outputs", "notebooks"):
+        _owned_folder(project / folder)
+    compose = Compose(podman, project, f"mltest{settings['MLFLOW_PORT']}")
+    try:
+        yield compose, settings
+    finally:
+        compose("down", "-v", check=False, timeout=300)
+
+
+def test_compose_stack_trains_tracks_and_guards_jupyter(stack: tuple[Compose, dict[str, str]]) -> None:
+    compose, settings = stack
+    compose("build")
+    compose("up", "-d", "mlflow")
+    compose.wait_healthy("mlflow")
+    trainer = compose("run", "--rm", "trainer", check=False)
+    assert trainer.returncode == 0, f"{trainer.stdout[-3000:]}\n{trainer.stderr[-3000:]}"
+    server = f"http://127.0.0.1:{settings['MLFLOW_PORT']}"
+    runs = mlflow_runs(server, "baseline")
+    assert [run["info"]["status"] for run in runs] == ["FINISHED"]
+    metrics = {metric["key"]: metric["value"] for metric in runs[0]["data"]["metrics"]}
+    final = json.loads((compose.project / "outputs" / "baseline-seed42" / "metrics.json").read_text())["final"]
+    assert metrics["test_accuracy"] == final["test_accuracy"] > 0.5
+    assert {"metrics.json", "run.json", "config.yaml"} <= mlflow_artifacts(server, runs[0]["info"]["run_id"])
+
+    compose("up", "-d", "jupyter")
+    jupyter = f"http://127.0.0.1:{settings['JUPYTER_PORT']}"
+    deadline = time.monotonic() + 120
+    while (status := _status(f"{jupyter}/api/status")) is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert status == 403, "JupyterLab must refuse requests without its token"
+    assert request(f"{jupyter}/api/status", headers={"Authorization": f"token {settings['JUPYTER_TOKEN']}"})[0] == 200
+
+
+def _status(url: str) -> int | None:
+    try:
+        return request(url)[0]
+    except OSError:
+        return None
