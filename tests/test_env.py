@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN
+from conftest import tool
 
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 # Light dependencies that the settings module needs to run (no framework): see README's test command.
@@ -125,9 +125,7 @@ def test_pre_commit_refuses_env_files_and_private_keys(default_project: Path) ->
 
 def test_pre_commit_hook_really_fails_a_committed_env(default_project: Path, tmp_path: Path) -> None:
     """Runs the project's local hooks with pre-commit itself (remote hooks would need the network)."""
-    pre_commit = BIN / "pre-commit"
-    if not pre_commit.exists():
-        pytest.skip("pre-commit is not installed in the test venv (pip install pre-commit==4.7.0)")
+    pre_commit = tool("pre-commit")  # requirements-dev.txt installs it: missing is a failure, never a skip
     config = yaml.safe_load((default_project / ".pre-commit-config.yaml").read_text())
     local = {"repos": [repo for repo in config["repos"] if repo["repo"] == "local"]}
     repo = tmp_path / "repo"
@@ -141,7 +139,7 @@ def test_pre_commit_hook_really_fails_a_committed_env(default_project: Path, tmp
     }
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["git", "add", "-f", ".env.example", "local.yaml"], cwd=repo, check=True)
-    command = [str(pre_commit), "run", "--config", "local.yaml"]
+    command = [pre_commit, "run", "--config", "local.yaml"]
     assert subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, check=False).returncode == 0
     (repo / ".env").write_text("JUPYTER_TOKEN=secret\n")
     subprocess.run(["git", "add", "-f", ".env"], cwd=repo, check=True)
@@ -152,8 +150,7 @@ def test_pre_commit_hook_really_fails_a_committed_env(default_project: Path, tmp
 def _train(project: Path, work: Path, env_text: str, config: str) -> subprocess.CompletedProcess[str]:
     """`python train.py --config CONFIG` in `work`, whose .env holds `env_text`; no project variable inherited."""
     missing = [name for name in SETTINGS_DEPS if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"the test venv lacks {missing}: pip install pydantic pydantic-settings python-dotenv pyyaml")
+    assert not missing, f"the test venv lacks {missing}: run README's test command (requirements-dev.txt)"
     (work / ".env").write_text(env_text)
     env = {key: value for key, value in os.environ.items() if key not in _settings_fields(project)}
     env["PYTHONPATH"] = str(project / "src")
