@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 COMPAT: dict[str, Any] = yaml.safe_load((REPO / "data" / "compat.yml").read_text())
 MANAGERS: list[str] = list(COMPAT["managers"])
 FRAMEWORKS: dict[str, Any] = COMPAT["frameworks"]
+# The answers `copier copy --defaults` gives (copier.yml's defaults, use_dvc included): always rendered as such.
+DEFAULT = (next(iter(FRAMEWORKS)), "cpu", COMPAT["default_python"], MANAGERS[0])
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ def all_combos() -> list[Combo]:
     for name, fw in FRAMEWORKS.items():
         product = itertools.product(fw["cuda"], fw["python"], MANAGERS)
         for index, (cuda, python, manager) in enumerate(product):
-            combos.append(Combo(name, cuda, python, manager, use_dvc=index % 5 != 4))
+            is_default = (name, cuda, python, manager) == DEFAULT
+            combos.append(Combo(name, cuda, python, manager, use_dvc=index % 5 != 4 or is_default))
     return combos
 
 
@@ -65,8 +68,7 @@ def fast_sample(combos: list[Combo]) -> list[Combo]:
             cuda, python = cudas[index % len(cudas)], pythons[index % len(pythons)]
             manager = MANAGERS[index % len(MANAGERS)]
             picked += [c for c in combos if (c.framework, c.cuda, c.python, c.manager) == (name, cuda, python, manager)]
-    default = (next(iter(FRAMEWORKS)), "cpu", COMPAT["default_python"], MANAGERS[0])
-    picked += [c for c in combos if (c.framework, c.cuda, c.python, c.manager) == default]
+    picked += [c for c in combos if (c.framework, c.cuda, c.python, c.manager) == DEFAULT]
     picked += [next(c for c in combos if not c.use_dvc)]
     return [c for c in combos if c in picked]
 
@@ -85,3 +87,11 @@ def refused_combos() -> list[tuple[dict[str, str], str]]:
                     ({"framework": name, "python_version": python}, f"Invalid choice for 'python_version': '{python}'")
                 )
     return refused
+
+
+if __name__ == "__main__":  # `python tests/matrix.py`: every combination with the tier that checks it
+    everything = all_combos()
+    fast = set(fast_sample(everything))
+    for combo in everything:
+        print(f"{'fast' if combo in fast else 'slow'}  {combo.id}")
+    print(f"{len(fast)} fast + {len(everything) - len(fast)} slow = {len(everything)} combinations")
