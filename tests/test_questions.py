@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import re
 import sys
 from pathlib import Path
 
@@ -50,10 +51,10 @@ def test_framework_index_url_is_asked_only_where_it_applies(template: Path, tmp_
         ("logging", "is a Python keyword or standard-library module"),
     ],
 )
-def test_bad_package_names_are_refused(template: Path, tmp_path: Path, package_name: str, message: str) -> None:
-    with pytest.raises(ValueError, match=f"Validation error for question 'package_name': .*{message}"):
-        render(template, tmp_path / "p", {"package_name": package_name})
-    assert not (tmp_path / "p").exists(), "a refused answer must leave nothing behind"
+def test_bad_package_names_are_refused(copie, package_name: str, message: str) -> None:
+    result = copie.copy(extra_answers={"package_name": package_name})
+    assert result.exit_code != 0 and result.project_dir is None, "a refused answer must leave nothing behind"
+    assert re.match(f"Validation error for question 'package_name': .*{message}", str(result.exception))
 
 
 @pytest.mark.parametrize(
@@ -70,9 +71,17 @@ def test_bad_package_names_are_refused(template: Path, tmp_path: Path, package_n
         ),
     ],
 )
-def test_bad_answers_are_refused(template: Path, tmp_path: Path, answers: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        render(template, tmp_path / "p", answers)
+def test_bad_answers_are_refused(copie, answers: dict[str, str], message: str) -> None:
+    """pytest-copie renders the repository as `copier copy` does (git HEAD, uncommitted edits included)."""
+    result = copie.copy(extra_answers=answers)
+    assert result.exit_code != 0 and result.project_dir is None
+    assert message in str(result.exception)
+
+
+def test_copy_needs_no_trust(template: Path, tmp_path: Path) -> None:
+    """`render` passes unsafe=False, as `copier copy` without --trust: copying runs no task or migration."""
+    project = render(template, tmp_path / "p", {})
+    assert (project / ".copier-answers.yml").is_file()
 
 
 @pytest.mark.parametrize(("answers", "message"), refused_combos(), ids=lambda v: str(v) if isinstance(v, dict) else "")
