@@ -90,6 +90,7 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
                     "history": history,
                     "mlflow_run_id": tracker.run_id,
                 },
+                epoch=epoch + 1,
             )
         metrics = _finish(config, trainer, dataset.test, history, output_dir, tracker)
     except BaseException:
