@@ -8,11 +8,13 @@ two are kept, and `load` falls back to the older one when the newer fails its di
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,19 +35,40 @@ class CheckpointError(UserError):
     """No checkpoint can be used; the message names each one and why."""
 
 
+class DiskFullError(UserError):
+    """The disk filled while writing; what was written before is intact, so the run can resume."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, try again once space is freed
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write to a temporary file in the same directory, fsync it, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        _raise_if_disk_full(error, path, len(payload))
+        raise
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            _raise_if_disk_full(error, path, len(payload))
         raise
+
+
+def _raise_if_disk_full(error: OSError, path: Path, needed: int) -> None:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(path.parent).free
+        raise DiskFullError(
+            f"no space left on the device of {path}: {needed} bytes needed, {free} free; the previous files are "
+            "intact: free space, then run the same command with --resume"
+        ) from None
 
 
 def encode(state: dict[str, Any]) -> bytes:
@@ -114,8 +137,13 @@ def save(directory: Path, state: dict[str, Any], epoch: int) -> Path:
     """Save `state` as epoch `epoch`'s checkpoint (digest first, then the file), then drop all but the last KEEP."""
     payload = encode(state)
     path = directory / f"epoch-{epoch:06d}.npz"
-    atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{_digest(payload)}  {path.name}\n".encode())
-    atomic_write_bytes(path, payload)
+    digest = path.with_name(path.name + ".sha256")
+    atomic_write_bytes(digest, f"{_digest(payload)}  {path.name}\n".encode())
+    try:
+        atomic_write_bytes(path, payload)
+    except BaseException:
+        digest.unlink(missing_ok=True)
+        raise
     for old in checkpoints(directory)[KEEP:]:
         old.unlink(missing_ok=True)
         old.with_name(old.name + ".sha256").unlink(missing_ok=True)
