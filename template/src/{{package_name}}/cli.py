@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = train(config, settings, output_dir, resume=args.resume)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     final = result.metrics["final"]
     print(f"test_accuracy={final['test_accuracy']:.4f} test_loss={final['test_loss']:.4f} -> {result.output_dir}")
     return 0
