@@ -6,11 +6,12 @@ import keyword
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from conftest import render
+from conftest import render, tool
 from matrix import COMPAT, REPO, refused_combos
 
 
@@ -106,3 +107,65 @@ def test_reserved_names_cover_this_interpreter() -> None:
     reserved = set((REPO / "data" / "reserved_names.txt").read_text().split())
     expected = set(keyword.kwlist) | {name for name in sys.stdlib_module_names if not name.startswith("_")}
     assert expected <= reserved, sorted(expected - reserved)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _choices(prompt: Any, question: str, last: str) -> str:
+    """The choice list the prompt shows for `question` (up to its `last` entry); takes the pre-selected one."""
+    prompt.expect(question)
+    prompt.expect(re.escape(last))
+    shown = ANSI.sub("", prompt.before + prompt.after)
+    prompt.send("\r")
+    return shown
+
+
+def test_the_prompt_refuses_bad_answers_inline_and_offers_only_published_choices(
+    template: Path, tmp_path: Path
+) -> None:
+    """A person at copier's prompt (a real terminal, driven by pexpect): a bad answer is refused with the same
+    message and asked again; a choice the framework does not publish is never offered."""
+    import pexpect
+
+    jax = COMPAT["frameworks"]["jax"]
+    prompt = pexpect.spawn(
+        tool("copier"), ["copy", str(template), str(tmp_path / "p")],
+        encoding="utf-8", timeout=60, dimensions=(50, 200), env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    clear = "\x15"  # Ctrl-U: drop the default the prompt pre-fills
+
+    def answer(question: str, text: str = "", refused: str | None = None) -> str:
+        prompt.expect(question)
+        shown = ANSI.sub("", prompt.before)
+        prompt.send((clear + text if text else "") + "\r")  # no text: keep the default
+        if refused:
+            prompt.expect(refused)
+        return shown
+
+    answer("Project name")
+    answer("package name", "123abc", refused="is not a valid package name")
+    prompt.send(clear + "json\r")
+    prompt.expect("is a Python keyword or standard-library module")
+    prompt.send(clear + "good_name\r")
+    answer("One-line description")
+    answer("Author or team name")
+    answer("Contact e-mail", "not-an-email", refused="is not an e-mail address")
+    prompt.send(clear + "team@example.com\r")
+    prompt.expect("ML framework")
+    prompt.send("\x1b[B" * list(COMPAT["frameworks"]).index("jax") + "\r")  # arrow down to JAX
+    offered_cuda = _choices(prompt, "Compute target", list(jax["cuda"])[-1])
+    offered_python = _choices(prompt, "Python version", jax["python"][-1])
+    prompt.expect("Dependency manager")
+    prompt.send("\r")
+    prompt.expect("DVC pipeline")
+    prompt.send("\r")
+    prompt.expect(pexpect.EOF)
+    prompt.close()
+    assert prompt.exitstatus == 0, prompt.before
+    assert all(cuda in offered_cuda for cuda in jax["cuda"]) and "12.6" not in offered_cuda
+    assert all(python in offered_python for python in jax["python"]) and "3.10" not in offered_python
+    answers = yaml.safe_load((tmp_path / "p" / ".copier-answers.yml").read_text())
+    assert (answers["package_name"], answers["author_email"], answers["framework"]) == (
+        "good_name", "team@example.com", "jax",
+    )  # fmt: skip
