@@ -65,7 +65,7 @@ def test_lock_is_written_fresh_and_installs(locked, manager: str, local_wheel_in
 @pytest.mark.parametrize("manager", ["pip", "uv", "poetry"])
 def test_lock_check_fails_on_a_stale_lock(locked, manager: str) -> None:
     project, env = locked(manager)
-    source = project / ("requirements.in" if manager == "pip" else "pyproject.toml")
+    source = project / "pyproject.toml"  # every manager's one list of direct dependencies
     original = source.read_text()
     try:
         source.write_text(re.sub(r"^.*\bpytest==.*\n", "", original, flags=re.MULTILINE))  # a direct dependency dropped
@@ -102,9 +102,11 @@ def test_conda_environment_is_valid_offline(combo: Combo, rendered_matrix: dict[
     build = parsed[framework["conda_package"]]
     assert str(build.version) == f"=={framework['version']}"
     assert build.build == ("*cpu*" if combo.cuda == "cpu" else "*cuda*")
-    pins = dict(requirement.split("==") for requirement in framework["libraries"])
-    for group in ["runtime", "dev", "notebook"] + (["dvc"] if combo.use_dvc else []):
-        pins.update(COMPAT["packages"][group])
+    # The same pins as pyproject.toml's one list (dependencies and the dev group), the framework aside.
+    pyproject = tomllib.loads((rendered_matrix[combo.id] / "pyproject.toml").read_text())
+    requirements = pyproject["project"]["dependencies"] + pyproject["dependency-groups"]["dev"]
+    pins = dict(requirement.split("==") for requirement in requirements[1:])
+    assert requirements[0] == framework["cuda"][combo.cuda]["requirement"]
     conda_names = {"matplotlib": "matplotlib-base"}
     pip_section = next(
         (item["pip"] for item in environment["dependencies"] if isinstance(item, dict)),

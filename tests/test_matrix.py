@@ -1,7 +1,7 @@
 """Every combination renders, and every file it renders passes the static check for its kind.
 
-Each tool runs once over the whole matrix (that is what keeps the full matrix under a minute);
-the per-combination tests then read their own verdict from it.
+Each tool runs once over the whole matrix (that is what keeps the full matrix under a minute; deptry, which reads
+one project's pyproject.toml, once per project); the per-combination tests then read their own verdict from it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ CORE_FILES = [
     ".python-version", ".github/workflows/ci.yml", "Dockerfile", "Makefile", "README.md", "compose.yaml",
     "configs/baseline.yaml", "pyproject.toml", "train.py", "tests/test_reproducibility.py",
 ]  # fmt: skip
-MANAGER_FILES = {"pip": ["requirements.in"], "conda": ["environment.yml"], "poetry": [], "uv": []}
+MANAGER_FILES = {"pip": [], "conda": ["environment.yml"], "poetry": [], "uv": []}
 
 
 def _files(project: Path) -> list[Path]:
@@ -161,6 +161,25 @@ def zizmor_findings(matrix_root: Path) -> dict[str, list[str]]:
     return grouped
 
 
+@pytest.fixture(scope="session")
+def pyproject_findings(rendered_matrix: dict[str, Path]) -> dict[str, list[str]]:
+    """validate-pyproject over every pyproject.toml at once (exit 0 all valid, 1 an invalid file), then deptry in
+    each project: every import declared in pyproject.toml, every runtime dependency imported (0 clean, 1 findings)."""
+    matrix_root = next(iter(rendered_matrix.values())).parent
+    pyprojects = [str(project / "pyproject.toml") for project in rendered_matrix.values()]
+    code, report = _checked_run([tool("validate-pyproject"), *pyprojects], {1})
+    grouped: dict[str, list[str]] = defaultdict(list)
+    valid = {_project_of(matrix_root, line.removeprefix("Valid file: ")) for line in report.splitlines()}
+    for combo_id in set(rendered_matrix) - valid:
+        grouped[combo_id].append(f"validate-pyproject: invalid pyproject.toml (exit {code})")
+    for combo_id, project in rendered_matrix.items():
+        report_file = project.parent / f"{combo_id}.deptry.json"
+        _checked_run([tool("deptry"), ".", "--json-output", str(report_file)], {1}, project)
+        for item in json.loads(report_file.read_text()):
+            grouped[combo_id].append(f"deptry {item['error']['code']}: {item['error']['message']}")
+    return grouped
+
+
 @pytest.mark.parametrize("combo", combo_params())
 def test_renders_completely(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     project = rendered_matrix[combo.id]
@@ -187,6 +206,11 @@ def test_data_files_parse(combo: Combo, rendered_matrix: dict[str, Path]) -> Non
             json.loads(path.read_text())
         elif path.suffix == ".py":
             py_compile.compile(str(path), doraise=True)
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_pyproject_is_valid_and_declares_every_import(combo: Combo, pyproject_findings: dict[str, list[str]]) -> None:
+    assert pyproject_findings.get(combo.id, []) == []
 
 
 @pytest.mark.parametrize("combo", combo_params())

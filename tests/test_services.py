@@ -83,8 +83,9 @@ def project(template: Path, tmp_path_factory: pytest.TempPathFactory, local_whee
         "--index-strategy",
         "unsafe-best-match",
     ]
-    subprocess.run(
-        [*install, *index, "-r", str(project / "requirements.in")],
+    subprocess.run(  # pyproject.toml's dependencies and dev group (Jupyter), as `make lock` resolves them
+        [*install, *index, "-r", "pyproject.toml", "--group", "dev"],
+        cwd=project,
         env=env,
         check=True,
         timeout=1500,

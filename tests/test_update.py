@@ -37,7 +37,7 @@ BEFORE, AFTER = "<<<<<<< before updating", ">>>>>>> after updating"  # copier's 
 
 # v0.2.0 of the test template: a new line at the end of these generated files ...
 NEW_LINES = {
-    "template/.gitignore": ("# Added in v0.2.0 of the test template\n", ".gitignore"),
+    "template/.gitignore.jinja": ("# Added in v0.2.0 of the test template\n", ".gitignore"),
     "template/README.md.jinja": ("Line added in v0.2.0 of the test template.\n", "README.md"),
     "template/.pre-commit-config.yaml.jinja": ("# Added in v0.2.0 of the test template\n", ".pre-commit-config.yaml"),
 }
@@ -133,12 +133,11 @@ def answers_of(project: Path) -> dict[str, Any]:
 
 
 def dependency_file(project: Path) -> str:
-    """The one file that pins tqdm (requirements.in, pyproject.toml or environment.yml, per manager)."""
-    pinned = [
-        name for name, data in files(project).items() if re.search(rb"tqdm\W+" + re.escape(OLD_TQDM.encode()), data)
-    ]
-    assert len(pinned) == 1, f"expected one file pinning tqdm=={OLD_TQDM}, found {pinned}"
-    return pinned[0]
+    """The file the manager installs tqdm's pin from: environment.yml (conda; pyproject.toml holds the same pin),
+    else pyproject.toml, the one list of direct dependencies."""
+    name = "environment.yml" if (project / "environment.yml").exists() else "pyproject.toml"
+    assert re.search(rb"tqdm\W+" + re.escape(OLD_TQDM.encode()), files(project)[name]), f"{name} does not pin tqdm"
+    return name
 
 
 def replace_once(path: Path, old: str, new: str) -> None:
@@ -444,7 +443,8 @@ def test_manager_change_replaces_dependency_files(old_projects: Callable[[str], 
     project = Path(shutil.copytree(old_projects("pip"), tmp_path / "ml-project", symlinks=True))
     team_edits(project)
     update(project, data={"manager": "uv"}, vcs_ref=VcsRef.CURRENT)
-    assert not (project / "requirements.in").exists()
+    makefile = (project / "Makefile").read_text()
+    assert "uv pip compile" not in makefile and "$(UV) sync" in makefile
     assert "[tool.uv" in (project / "pyproject.toml").read_text()
     assert conflict_markers(project) == [] and rejects(project) == []
     assert_team_edits_kept(project)

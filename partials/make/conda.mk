@@ -1,6 +1,6 @@
 # conda: environment.yml (conda-forge) -> conda-lock.yml (linux-64, exact builds and hashes).
-CONDA ?= micromamba
 CONDA_LOCK ?= conda-lock
+LOCK_FILE := conda-lock.yml
 LOCK_ARGS := -f environment.yml -p linux-64
 {% if cuda != 'cpu' %}
 # The solve assumes a CUDA {{ cuda }} driver (virtual package __cuda): with conda-lock's default, CUDA 11.4, no
@@ -8,13 +8,8 @@ LOCK_ARGS := -f environment.yml -p linux-64
 LOCK_ARGS += --with-cuda {{ cuda }}
 {% endif %}
 
-install: ## create the environment in .venv from conda-lock.yml (or environment.yml before the first lock)
-	if [ -f conda-lock.yml ]; then \
-	  $(CONDA_LOCK) install --micromamba -p $(VENV) conda-lock.yml; \
-	else \
-	  echo "no conda-lock.yml yet: creating from environment.yml (run 'make lock' to pin everything)"; \
-	  $(CONDA) create -y -p $(VENV) -f environment.yml; \
-	fi
+install: | $(LOCK_FILE) ## create the environment in .venv from conda-lock.yml (written first when missing)
+	$(CONDA_LOCK) install --micromamba -p $(VENV) conda-lock.yml
 	$(BIN)/pip install --no-deps -e .
 
 lock: ## resolve environment.yml into conda-lock.yml (linux-64)

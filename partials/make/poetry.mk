@@ -1,8 +1,9 @@
 # Poetry: pyproject.toml -> poetry.lock (every package, with hashes); the environment lives in .venv.
 POETRY ?= poetry
 export POETRY_VIRTUALENVS_IN_PROJECT := true
+LOCK_FILE := poetry.lock
 
-install: ## create .venv with $(PYTHON) from poetry.lock
+install: | $(LOCK_FILE) ## create .venv with $(PYTHON) from poetry.lock (written first when missing)
 	$(POETRY) env use $(PYTHON)
 	$(POETRY) sync --with dev
 
