@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from .config import load_config
-from .errors import UserError
+from .errors import Terminated, UserError
 from .settings import load_settings
 
 
@@ -22,8 +24,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train; exit 0, 2 for a problem the user can fix, 130 after Ctrl-C, 143 after SIGTERM (128 + signal)."""
     args = parse_args(argv)
+    # SIGTERM raises like Ctrl-C, so the run is closed as KILLED in MLflow instead of left RUNNING forever.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _train(args)
+    except Terminated:
+        print("error: terminated (SIGTERM); continue the run with --resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print("error: interrupted; continue the run with --resume", file=sys.stderr)
+        return 128 + signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         # DATA_DIR / OUTPUT_DIR from the environment come first, so KEY=VALUE on the command line wins.

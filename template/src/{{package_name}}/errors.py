@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Something the user can fix: a bad config, a missing variable, an unreachable server, a used run folder."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `docker stop`, a scheduler's time limit), raised like Ctrl-C so cleanup runs."""

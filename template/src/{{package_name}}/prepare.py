@@ -1,8 +1,9 @@
 """`python -m <package>.prepare`: write the splits training uses to data/processed (the DVC `prepare` stage).
 
-The splits are the ones `data.load_dataset` builds from the config's `data` section and `seed`, so
-DVC versions exactly the data a run saw, and `evaluate` scores a model on the stored test split.
-Bring your own data: read it from data/raw here, and make `load_dataset` read data/processed.
+The splits are the ones `data.load_dataset` builds from the config's `data` section and `seed`; training
+reads them back (data.load_training_data), so DVC versions exactly the data a run saw, a change here
+reaches training, and `evaluate` scores a model on the stored test split.
+Bring your own data: read it from data/raw here and write it with `save`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import load_config
-from .data import Dataset, Split, load_dataset
+from .data import MANIFEST, SPLITS, Dataset, Split, load_dataset, load_prepared, source
 from .errors import UserError
 from .settings import load_settings
-
-SPLITS = ("train", "val", "test")
-MANIFEST = "manifest.json"
 
 
 def save(dataset: Dataset, folder: Path, source: dict[str, object]) -> Path:
@@ -43,18 +41,12 @@ def save(dataset: Dataset, folder: Path, source: dict[str, object]) -> Path:
 
 
 def load(folder: Path) -> Dataset:
-    """The splits `save` wrote (plain arrays: np.load never unpickles here)."""
+    """The splits `save` wrote; a missing file is one line."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        splits = {
-            name: Split(np.load(folder / f"{name}_features.npy"), np.load(folder / f"{name}_labels.npy"))
-            for name in SPLITS
-        }
-    except FileNotFoundError as error:
-        raise UserError(
-            f"{folder}: no prepared data ({Path(error.filename).name} missing); run `dvc repro prepare`"
-        ) from None
-    return Dataset(**splits, num_features=manifest["num_features"], num_classes=manifest["num_classes"])
+        return load_prepared(folder)
+    except (FileNotFoundError, KeyError) as error:
+        missing = Path(error.filename).name if isinstance(error, FileNotFoundError) else MANIFEST
+        raise UserError(f"{folder}: no prepared data ({missing} missing); run `dvc repro prepare`") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, settings.config_overrides())
         output_dir = args.output_dir or Path(config.paths.data_dir) / "processed"
         dataset = load_dataset(config.data, config.seed)
-        save(dataset, output_dir, {"dataset": config.data.dataset, "seed": config.seed})
+        save(dataset, output_dir, source(config))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
