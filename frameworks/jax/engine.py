@@ -129,12 +129,16 @@ def _logits(params: Params, features: np.ndarray) -> np.ndarray:
 class ServedModel(mlflow.pyfunc.PythonModel):
     """The MLflow pyfunc of a trained model: the forward pass without dropout, weights from model.npz."""
 
+    # MLflow would wrap predict to validate inputs against its type hints (and warn at import about them);
+    # the logged model has an explicit signature instead.
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         arrays = np.load(context.artifacts["weights"])
         leaves = [jnp.asarray(arrays[f"arr_{index}"]) for index in range(len(arrays.files))]
         self.params = list(zip(leaves[::2], leaves[1::2], strict=True))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         return _logits(self.params, np.asarray(model_input, dtype=np.float32))
 
 

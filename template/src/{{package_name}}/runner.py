@@ -49,21 +49,26 @@ def _check_output_dir(output_dir: Path, resume: bool) -> dict[str, Any] | None:
     return saved
 
 
-def _check_same_config(saved: dict[str, Any], config: Config, output_dir: Path) -> None:
+def _check_resumable(saved: dict[str, Any], config: Config, output_dir: Path) -> None:
     """A resume continues the same experiment: only training.epochs may change, and only upwards."""
-    if saved.get("config_digest") == config.digest():
-        return
-    before, now = saved["config"], config.model_dump(mode="json")
+    # A checkpoint from before configs were stored in it has no digest: there is nothing to compare.
+    if saved.get("config_digest", config.digest()) != config.digest():
+        _refuse_other_config(saved["config"], config.model_dump(mode="json"), output_dir)
+    trained, finished = len(saved["history"]), (output_dir / "metrics.json").exists()
+    minimum = trained + 1 if finished else trained  # a finished run resumes only to train more epochs
+    if config.training.epochs < minimum:
+        raise RunError(
+            f"--resume: {output_dir} already trained {trained} epochs{' and finished' if finished else ''}; "
+            f"pass {EPOCHS}=N with N >= {minimum}"
+        )
+
+
+def _refuse_other_config(before: dict[str, Any], now: dict[str, Any], output_dir: Path) -> None:
     changed = [key for key in differing_keys(before, now) if key != EPOCHS]
     if changed:
         old, new = flatten(before), flatten(now)
         details = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in changed)
         raise RunError(f"--resume: {output_dir} was trained with another config ({details}); only {EPOCHS} may grow")
-    if config.training.epochs < len(saved["history"]):
-        raise RunError(
-            f"--resume: {EPOCHS}={config.training.epochs} is below the {len(saved['history'])} epochs "
-            f"{output_dir} already trained"
-        )
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
@@ -82,7 +87,7 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
     """Train `config` into `output_dir`; with `resume`, continue from its last checkpoint."""
     saved = _check_output_dir(output_dir, resume)
     if saved is not None:
-        _check_same_config(saved, config, output_dir)
+        _check_resumable(saved, config, output_dir)
     ensure_writable(output_dir, "output folder")
     ensure_reachable(settings.MLFLOW_TRACKING_URI)
     flags = seeding.seed_everything(config.seed, config.deterministic)
@@ -149,7 +154,7 @@ def _finish(
     test_scores = _prefixed("test", trainer.evaluate(dataset.test))
     final = {key: value for key, value in history[-1].items() if key != "epoch"}
     metrics = {"final": {**final, **test_scores}, "epochs": history}
-    tracker.log_metrics(test_scores)
+    tracker.log_metrics(test_scores, step=len(history))  # one point per finish: an extended run adds one
     resolved = output_dir / "config.yaml"
     resolved.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     artifacts = [
