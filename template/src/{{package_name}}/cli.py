@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from .config import load_config
+from .config import default_output_dir, load_config
 from .errors import Terminated, UserError
 from .settings import load_settings
+from .tracking import ensure_reachable
+from .writable import ensure_writable
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -50,10 +52,12 @@ def _train(args: argparse.Namespace) -> int:
         settings = load_settings()
         # DATA_DIR / OUTPUT_DIR from the environment come first, so KEY=VALUE on the command line wins.
         config = load_config(args.config, [*settings.config_overrides(), *args.overrides], seed=args.seed)
-        # Imported only now: the framework takes seconds to load, and a config error should not wait for it.
-        from .runner import default_output_dir, train
-
         output_dir = args.output_dir or default_output_dir(config)
+        # Checked before the framework loads: it takes seconds, and TensorFlow logs to stderr as it imports.
+        ensure_writable(output_dir, "output folder")
+        ensure_reachable(settings.MLFLOW_TRACKING_URI)
+        from .runner import train
+
         result = train(config, settings, output_dir, resume=args.resume)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -141,6 +141,10 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def default_output_dir(config: Config) -> Path:
+    return Path(config.paths.output_dir) / f"{config.experiment_name}-seed{config.seed}"
+
+
 def load_config(path: Path, overrides: Sequence[str] = (), seed: int | None = None) -> Config:
     """Read, override and validate a config file; every failure is a one-line ConfigError."""
     try:

@@ -36,10 +36,6 @@ class RunResult:
     trainer: Any
 
 
-def default_output_dir(config: Config) -> Path:
-    return Path(config.paths.output_dir) / f"{config.experiment_name}-seed{config.seed}"
-
-
 def _check_output_dir(output_dir: Path, resume: bool) -> dict[str, Any] | None:
     saved = checkpoint.load(output_dir / "checkpoints")
     if resume and saved is None:
