@@ -78,6 +78,7 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_
         "PYTHONHASHSEED=0",
         "CUBLAS_WORKSPACE_CONFIG=:4096:8",
         "PYTHONUNBUFFERED=1",
+        "GIT_COMMIT=${REVISION}",  # run.json's git commit inside the image, which has no .git
     ):
         assert variable in runtime_text
     for label in ("source", "revision", "version"):

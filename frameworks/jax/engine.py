@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import mlflow.pyfunc
 import numpy as np
 import optax
 
@@ -56,6 +58,8 @@ def framework_versions() -> dict[str, Any]:
         "cuda": getattr(device.client, "platform_version", None) if on_gpu else None,
         "cudnn": None,
         "device": device.device_kind if on_gpu else "cpu",
+        "vector_isa": None,  # XLA compiles for the host CPU and does not report which SIMD extensions it used
+        "threads": None,  # XLA sizes its CPU thread pool from the core count (cpu_count in run.json)
     }
 
 
@@ -117,6 +121,27 @@ def _compiled(dropout: float, optimizer_name: str, learning_rate: float, weight_
     return _Compiled(optimizer, step, scores)
 
 
+def _logits(params: Params, features: np.ndarray) -> np.ndarray:
+    # Not jitted, so training's compiled code plays no part: the served model runs exactly these ops.
+    return np.asarray(_forward(params, jnp.asarray(features), 0.0, None))
+
+
+class ServedModel(mlflow.pyfunc.PythonModel):
+    """The MLflow pyfunc of a trained model: the forward pass without dropout, weights from model.npz."""
+
+    # MLflow would wrap predict to validate inputs against its type hints (and warn at import about them);
+    # the logged model has an explicit signature instead.
+    _skip_type_hint_validation = True
+
+    def load_context(self, context: Any) -> None:
+        arrays = np.load(context.artifacts["weights"])
+        leaves = [jnp.asarray(arrays[f"arr_{index}"]) for index in range(len(arrays.files))]
+        self.params = list(zip(leaves[::2], leaves[1::2], strict=True))
+
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
+        return _logits(self.params, np.asarray(model_input, dtype=np.float32))
+
+
 class Trainer:
     """Owns parameters, optimizer state and the PRNG key, so a checkpoint can restore all of them."""
 
@@ -163,6 +188,22 @@ class Trainer:
         structure = jax.tree.structure(self.compiled.optimizer.init(self.params))
         self.opt_state = jax.tree.unflatten(structure, [jnp.asarray(leaf) for leaf in state["opt_state"]])
         self.key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Logits, computed as the logged MLflow model computes them (see ServedModel)."""
+        return _logits(self.params, features)
+
+    def log_model(self, **options: Any) -> None:
+        """Log the model as an MLflow pyfunc (`options`: name, signature, input_example); the weights are an artifact.
+
+        Loading it imports this package's engine module, so serve it from the project's environment.
+        """
+        pinned = [f"{module.__name__}=={module.__version__}" for module in (jax, np, mlflow)]
+        with tempfile.TemporaryDirectory() as folder:
+            weights = self.save_model(Path(folder))
+            mlflow.pyfunc.log_model(
+                python_model=ServedModel(), artifacts={"weights": str(weights)}, pip_requirements=pinned, **options
+            )
 
     def save_model(self, directory: Path) -> Path:
         path = directory / MODEL_FILE

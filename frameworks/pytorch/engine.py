@@ -42,6 +42,8 @@ def framework_versions() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "vector_isa": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked: AVX2, AVX512...
+        "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
     }
 
 
@@ -158,6 +160,20 @@ class Trainer:
         if restored["cuda_rng"]:
             torch.cuda.set_rng_state_all(restored["cuda_rng"])
         self.generator.set_state(restored["loader_rng"])
+
+    @torch.no_grad()
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Logits, computed as the logged MLflow model computes them."""
+        self.model.eval()
+        return self.model(torch.from_numpy(features).to(self.device)).cpu().numpy()
+
+    def log_model(self, **options: Any) -> None:
+        """Log the model with MLflow's PyTorch flavour (`options`: name, signature, input_example)."""
+        import mlflow.pytorch
+
+        self.model.eval()  # saved in inference mode: dropout off
+        pinned = mlflow.pytorch.get_default_pip_requirements()  # skips MLflow's slow import-tracing inference
+        mlflow.pytorch.log_model(self.model, pip_requirements=pinned, **options)
 
     def save_model(self, directory: Path) -> Path:
         path = directory / MODEL_FILE

@@ -48,6 +48,12 @@ def framework_versions() -> dict[str, Any]:
         "cuda": build.get("cuda_version"),
         "cudnn": build.get("cudnn_version"),
         "device": details.get("device_name", "gpu") if gpus else "cpu",
+        "vector_isa": None,  # TensorFlow does not report which SIMD kernels oneDNN/Eigen picked
+        # 0 means "TensorFlow picks from the core count" (cpu_count in run.json).
+        "threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
     }
 
 
@@ -159,6 +165,17 @@ class Trainer:
         for variable, value in zip(self.optimizer.variables, state["optimizer"], strict=True):
             variable.assign(value)
         self.epoch = state["epoch"]
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Logits, computed as the logged MLflow model computes them (Keras' predict, in its batches)."""
+        return self.model.predict(features, verbose=0)
+
+    def log_model(self, **options: Any) -> None:
+        """Log the Keras model with MLflow's TensorFlow flavour (`options`: name, signature, input_example)."""
+        import mlflow.tensorflow
+
+        pinned = mlflow.tensorflow.get_default_pip_requirements()  # skips MLflow's slow import-tracing inference
+        mlflow.tensorflow.log_model(self.model, pip_requirements=pinned, **options)
 
     def save_model(self, directory: Path) -> Path:
         path = directory / MODEL_FILE

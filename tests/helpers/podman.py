@@ -76,6 +76,9 @@ class Podman:
     def __init__(self) -> None:
         install_engine()
         self.env = engine_env()
+        # Images an earlier run built under the same tags are dangling now: drop them, so the cache holds one
+        # set of images (about 25 GB) however many runs reuse it.
+        self("image", "prune", "-f")
 
     def __call__(self, *args: str, check: bool = True, timeout: int = 1200, **kwargs: object):
         result = subprocess.run(

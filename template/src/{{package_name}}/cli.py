@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
-from .config import load_config
-from .errors import UserError
+from .config import default_output_dir, load_config
+from .errors import Terminated, UserError
 from .settings import load_settings
+from .tracking import ensure_reachable
+from .writable import ensure_writable
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -22,16 +26,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train; exit 0, 2 for a problem the user can fix, 130 after Ctrl-C, 143 after SIGTERM (128 + signal)."""
     args = parse_args(argv)
+    # SIGTERM raises like Ctrl-C, so the run is closed as KILLED in MLflow instead of left RUNNING forever.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _train(args)
+    except Terminated:
+        print("error: terminated (SIGTERM); continue the run with --resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print("error: interrupted; continue the run with --resume", file=sys.stderr)
+        return 128 + signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         # DATA_DIR / OUTPUT_DIR from the environment come first, so KEY=VALUE on the command line wins.
         config = load_config(args.config, [*settings.config_overrides(), *args.overrides], seed=args.seed)
-        # Imported only now: the framework takes seconds to load, and a config error should not wait for it.
-        from .runner import default_output_dir, train
-
         output_dir = args.output_dir or default_output_dir(config)
+        # Checked before the framework loads: it takes seconds, and TensorFlow logs to stderr as it imports.
+        ensure_writable(output_dir, "output folder")
+        ensure_reachable(settings.MLFLOW_TRACKING_URI)
+        from .runner import train
+
         result = train(config, settings, output_dir, resume=args.resume)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

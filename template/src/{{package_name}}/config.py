@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +64,7 @@ class PathsConfig(_Section):
 
 
 class Config(_Section):
-    seed: int
+    seed: int = Field(ge=0, lt=2**32)  # NumPy's legacy global seed is 32-bit; every framework accepts this range
     experiment_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     deterministic: bool = True
     model: ModelConfig = ModelConfig()
@@ -73,7 +74,7 @@ class Config(_Section):
 
     def flat(self) -> dict[str, Any]:
         """The config as dotted keys, for MLflow params."""
-        return _flatten(self.model_dump(mode="json"))
+        return flatten(self.model_dump(mode="json"))
 
     def digest(self) -> str:
         """A stable hash of the resolved config (recorded in run.json)."""
@@ -81,12 +82,34 @@ class Config(_Section):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-3` is a string; YAML 1.2 (and every other tool) reads a float."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),  # 1.1 already reads 1.5, 1.0e+3
+    list("-+.0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML with YAML 1.2 numbers: `1e-3`, `3e-4` and `1.0e3` are floats."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def differing_keys(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two configs (as `model_dump(mode="json")` gives them)."""
+    left, right = flatten(first), flatten(second)
+    return sorted(key for key in left.keys() | right.keys() if left.get(key) != right.get(key))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{dotted}."))
+            flat.update(flatten(value, f"{dotted}."))
         else:
             flat[dotted] = value
     return flat
@@ -104,7 +127,7 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"{key}: '{part}' is not a section, it holds {child!r}")
         node = child
-    node[leaf] = yaml.safe_load(raw) if raw else ""
+    node[leaf] = read_yaml(raw) if raw else ""
 
 
 def _describe(error: ValidationError) -> str:
@@ -118,10 +141,14 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def default_output_dir(config: Config) -> Path:
+    return Path(config.paths.output_dir) / f"{config.experiment_name}-seed{config.seed}"
+
+
 def load_config(path: Path, overrides: Sequence[str] = (), seed: int | None = None) -> Config:
     """Read, override and validate a config file; every failure is a one-line ConfigError."""
     try:
-        tree = yaml.safe_load(Path(path).read_text())
+        tree = read_yaml(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as error:

@@ -12,12 +12,15 @@ import yaml
 from tqdm import tqdm
 
 from . import checkpoint, engine, plots, provenance, seeding
-from .config import Config
-from .data import load_dataset
+from .config import Config, differing_keys, flatten
+from .data import Dataset, load_training_data
+from .data import digest as data_digest
 from .errors import UserError
 from .settings import Settings
 from .tracking import Tracker, ensure_reachable
 from .writable import ensure_writable
+
+EPOCHS = "training.epochs"  # the one key a resume may change (upwards): extend a finished or killed run
 
 
 class RunError(UserError):
@@ -29,10 +32,8 @@ class RunResult:
     output_dir: Path
     metrics: dict[str, Any]
     weights: list[Any]
-
-
-def default_output_dir(config: Config) -> Path:
-    return Path(config.paths.output_dir) / f"{config.experiment_name}-seed{config.seed}"
+    run_id: str
+    trainer: Any
 
 
 def _check_output_dir(output_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -44,18 +45,49 @@ def _check_output_dir(output_dir: Path, resume: bool) -> dict[str, Any] | None:
     return saved
 
 
+def _check_resumable(saved: dict[str, Any], config: Config, output_dir: Path) -> None:
+    """A resume continues the same experiment: only training.epochs may change, and only upwards."""
+    # A checkpoint from before configs were stored in it has no digest: there is nothing to compare.
+    if saved.get("config_digest", config.digest()) != config.digest():
+        _refuse_other_config(saved["config"], config.model_dump(mode="json"), output_dir)
+    trained, finished = len(saved["history"]), (output_dir / "metrics.json").exists()
+    minimum = trained + 1 if finished else trained  # a finished run resumes only to train more epochs
+    if config.training.epochs < minimum:
+        raise RunError(
+            f"--resume: {output_dir} already trained {trained} epochs{' and finished' if finished else ''}; "
+            f"pass {EPOCHS}=N with N >= {minimum}"
+        )
+
+
+def _refuse_other_config(before: dict[str, Any], now: dict[str, Any], output_dir: Path) -> None:
+    changed = [key for key in differing_keys(before, now) if key != EPOCHS]
+    if changed:
+        old, new = flatten(before), flatten(now)
+        details = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in changed)
+        raise RunError(f"--resume: {output_dir} was trained with another config ({details}); only {EPOCHS} may grow")
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
     checkpoint.atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 
+def _run_info(config: Config, flags: dict[str, Any], output_dir: Path, dataset: Dataset, source: str) -> dict[str, Any]:
+    previous = output_dir / "run.json"
+    if previous.exists():  # a resume: the first start stays, this one is appended
+        return provenance.add_resume(json.loads(previous.read_text()), sys.argv)
+    return provenance.collect(config, flags, sys.argv, {"source": source, "sha256": data_digest(dataset)})
+
+
 def train(config: Config, settings: Settings, output_dir: Path, resume: bool = False) -> RunResult:
     """Train `config` into `output_dir`; with `resume`, continue from its last checkpoint."""
     saved = _check_output_dir(output_dir, resume)
+    if saved is not None:
+        _check_resumable(saved, config, output_dir)
     ensure_writable(output_dir, "output folder")
     ensure_reachable(settings.MLFLOW_TRACKING_URI)
     flags = seeding.seed_everything(config.seed, config.deterministic)
-    dataset = load_dataset(config.data, config.seed)
+    dataset, source = load_training_data(config)
     trainer = engine.Trainer(config, dataset.num_features, dataset.num_classes)
 
     history: list[dict[str, float]] = []
@@ -66,38 +98,47 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
         history, run_id = saved["history"], saved["mlflow_run_id"]
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    run_info = provenance.collect(config, flags, sys.argv)
+    run_info = _run_info(config, flags, output_dir, dataset, source)
     tracker = Tracker(
         settings.MLFLOW_TRACKING_URI, config.experiment_name, settings.MLFLOW_HTTP_REQUEST_TIMEOUT, run_id
     )
-    run_info["mlflow_run_id"] = tracker.run_id
-    _write_json(output_dir / "run.json", run_info)
-    if saved is None:
-        tracker.log_params(config.flat())
-
+    # From here on the MLflow run is open: whatever happens, it ends FINISHED, FAILED or KILLED (tracker.abort).
     try:
-        for epoch in tqdm(range(len(history), config.training.epochs), desc="epochs", disable=not sys.stderr.isatty()):
-            train_scores = trainer.train_epoch(dataset.train)
-            val_scores = trainer.evaluate(dataset.val)
-            row = {"epoch": epoch + 1, **_prefixed("train", train_scores), **_prefixed("val", val_scores)}
-            history.append(row)
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            checkpoint.save(
-                output_dir / "checkpoints",
-                {
-                    "trainer": trainer.state(),
-                    "rng": seeding.capture_rng(),
-                    "history": history,
-                    "mlflow_run_id": tracker.run_id,
-                },
-                epoch=epoch + 1,
-            )
-        metrics = _finish(config, trainer, dataset.test, history, output_dir, tracker)
-    except BaseException:
-        tracker.finish(status="KILLED")
+        run_info["mlflow_run_id"] = tracker.run_id
+        _write_json(output_dir / "run.json", run_info)
+        if saved is None:
+            tracker.log_params(config.flat())
+        tracker.log_missing_epochs(history)
+        _train_epochs(config, trainer, dataset, history, output_dir, tracker)
+        metrics = _finish(config, trainer, dataset, history, output_dir, tracker)
+        tracker.finish()
+    except BaseException as error:
+        tracker.abort(error)
         raise
-    tracker.finish()
-    return RunResult(output_dir, metrics, trainer.weights())
+    return RunResult(output_dir, metrics, trainer.weights(), tracker.run_id, trainer)
+
+
+def _train_epochs(
+    config: Config, trainer: Any, dataset: Dataset, history: list[dict[str, float]], output_dir: Path, tracker: Tracker
+) -> None:
+    state = {
+        "config": config.model_dump(mode="json"),
+        "config_digest": config.digest(),
+        "mlflow_run_id": tracker.run_id,
+    }
+    for epoch in tqdm(range(len(history), config.training.epochs), desc="epochs", disable=not sys.stderr.isatty()):
+        train_scores = trainer.train_epoch(dataset.train)
+        val_scores = trainer.evaluate(dataset.val)
+        row = {"epoch": epoch + 1, **_prefixed("train", train_scores), **_prefixed("val", val_scores)}
+        history.append(row)
+        checkpoint.save(
+            output_dir / "checkpoints",
+            {**state, "trainer": trainer.state(), "rng": seeding.capture_rng(), "history": history},
+            epoch=epoch + 1,
+        )
+        # Only once the checkpoint is on disk: a kill before this line re-logs nothing twice on resume
+        # (log_missing_epochs fills the gap instead).
+        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
 
 
 def _prefixed(split: str, scores: dict[str, float]) -> dict[str, float]:
@@ -105,12 +146,12 @@ def _prefixed(split: str, scores: dict[str, float]) -> dict[str, float]:
 
 
 def _finish(
-    config: Config, trainer: Any, test_split: Any, history: list[dict[str, float]], output_dir: Path, tracker: Tracker
+    config: Config, trainer: Any, dataset: Dataset, history: list[dict[str, float]], output_dir: Path, tracker: Tracker
 ) -> dict[str, Any]:
-    test_scores = _prefixed("test", trainer.evaluate(test_split))
+    test_scores = _prefixed("test", trainer.evaluate(dataset.test))
     final = {key: value for key, value in history[-1].items() if key != "epoch"}
     metrics = {"final": {**final, **test_scores}, "epochs": history}
-    tracker.log_metrics(test_scores)
+    tracker.log_metrics(test_scores, step=len(history))  # one point per finish: an extended run adds one
     resolved = output_dir / "config.yaml"
     resolved.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     artifacts = [
@@ -121,4 +162,5 @@ def _finish(
         trainer.save_model(output_dir),
     ]
     tracker.log_artifacts(artifacts)
+    tracker.log_model(trainer, dataset.test.features)
     return metrics

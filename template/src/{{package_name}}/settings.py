@@ -22,7 +22,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import UserError
 
-TRACKING_SCHEMES = ("sqlite://", "file:", "http://", "https://", "databricks")
+# The stores MLflow's client accepts; the database ones also with a SQLAlchemy driver (postgresql+psycopg2://).
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks", "databricks-uc")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 # Variables that only make sense together: setting one of them requires the others.
 PAIRS: tuple[tuple[str, ...], ...] = (
@@ -69,11 +71,16 @@ class Settings(BaseSettings):
     @field_validator("MLFLOW_TRACKING_URI")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", value):
+        if re.match(r"^[A-Za-z0-9+.-]+://[^/@]*:[^/@]*@", value):
             # Error messages and the tracking client print the URI: a password in it would leak.
             raise ValueError("holds a password; put credentials in MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
-        if not value.startswith(TRACKING_SCHEMES):
-            raise ValueError(f"'{value}' must start with one of {', '.join(TRACKING_SCHEMES)}")
+        head, colon, _ = value.partition(":")
+        scheme, _, driver = head.partition("+")
+        # `databricks` alone (no colon) means the default Databricks profile.
+        known = scheme in TRACKING_SCHEMES and (colon or scheme.startswith("databricks"))
+        if not known or (driver and scheme not in DATABASE_SCHEMES):
+            schemes = ", ".join(f"{name}:" for name in TRACKING_SCHEMES)
+            raise ValueError(f"'{value}' must start with one of {schemes} (databases also as SCHEME+DRIVER:)")
         return value
 
     @field_validator("AWS_ENDPOINT_URL")

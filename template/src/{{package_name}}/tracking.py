@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,6 +13,8 @@ from .errors import UserError
 from .writable import ensure_writable
 
 REACHABILITY_TIMEOUT_S = 5
+MODEL_NAME = "model"  # the logged model's name: runs:/<run_id>/model
+INPUT_EXAMPLE_ROWS = 5
 
 
 class TrackingError(UserError):
@@ -75,9 +78,35 @@ class Tracker:
         # Asynchronous: MLflow queues the write and flushes it by end_run, so epochs don't wait on the store.
         self._mlflow.log_metrics(metrics, step=step, synchronous=False)
 
+    def log_missing_epochs(self, history: list[dict[str, float]]) -> None:
+        """On resume: log the epochs whose checkpoint was written but whose metrics a kill cut off."""
+        if not history:
+            return
+        probe = next(key for key in history[0] if key != "epoch")
+        logged = {point.step for point in self._mlflow.MlflowClient().get_metric_history(self.run_id, probe)}
+        for row in history:
+            if row["epoch"] not in logged:
+                self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
     def log_artifacts(self, paths: list[Path]) -> None:
         for path in paths:
             self._mlflow.log_artifact(str(path))
 
+    def log_model(self, trainer: Any, features: Any) -> None:
+        """The trained model in its framework's MLflow flavour, with a signature and an input example."""
+        from mlflow.models import infer_signature
+
+        example = features[:INPUT_EXAMPLE_ROWS]
+        signature = infer_signature(example, trainer.predict(example))
+        trainer.log_model(name=MODEL_NAME, signature=signature, input_example=example)
+
     def finish(self, status: str = "FINISHED") -> None:
         self._mlflow.end_run(status=status)
+
+    def abort(self, error: BaseException) -> None:
+        """Close the run as KILLED (Ctrl-C, SIGTERM) or FAILED; a failure to do so never hides `error`."""
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        try:
+            self.finish(status)
+        except Exception as finish_error:  # the run's own error is the one to raise
+            print(f"warning: could not mark MLflow run {self.run_id} {status}: {finish_error}", file=sys.stderr)
