@@ -2,18 +2,22 @@
 fail on the broken copy. A test that still passes cannot guard what it claims to (README, "Testing").
 
 A patch starts with `# test: <pytest node id>` and `# why: <what the mutation breaks>`, then a git diff against
-the repository. A patch that no longer applies fails too: a mutation is kept current with the code it breaks.
+the repository. With `# project: <framework>`, the test is one of the generated project's: the framework's default
+project is rendered from the broken template and its test runs with the installed default project's environment.
+A patch that no longer applies fails too: a mutation is kept current with the code it breaks.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import snapshot_template
+from conftest import render, snapshot_template
 from matrix import REPO
 
 pytestmark = pytest.mark.slow
@@ -33,17 +37,34 @@ def test_every_mutation_names_its_test_and_reason() -> None:
 
 
 @pytest.mark.parametrize("patch", MUTATIONS, ids=lambda patch: patch.stem)
-def test_the_named_test_catches_the_mutation(patch: Path, tmp_path: Path) -> None:
+def test_the_named_test_catches_the_mutation(patch: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     copy = snapshot_template(tmp_path / "template")
     subprocess.run(["git", "init", "-q"], cwd=copy, check=True)
     applied = subprocess.run(["git", "apply", str(patch)], cwd=copy, capture_output=True, text=True)
     assert applied.returncode == 0, f"{patch.name} no longer applies: {applied.stderr}"
-    test = header(patch)["test"]
+    fields = header(patch)
+    if "project" in fields:  # a test of the generated project: render the broken template, run its suite
+        command, cwd, env = _in_generated_project(copy, fields["project"], tmp_path, request)
+    else:
+        command, cwd, env = [sys.executable, "-m", "pytest"], copy, dict(os.environ)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", test],
-        cwd=copy, capture_output=True, text=True, timeout=1800,
+        [*command, "-x", "-q", "-p", "no:cacheprovider", fields["test"]],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     # pytest exits 1 when a test failed (in its body: FAILED, or in a fixture it needs: ERROR); 2-5 mean it never
     # ran (interrupted, usage error, no such node, nothing collected).
-    caught = f"FAILED {test}" in result.stdout or f"ERROR {test}" in result.stdout
+    caught = f"FAILED {fields['test']}" in result.stdout or f"ERROR {fields['test']}" in result.stdout
     assert result.returncode == 1 and caught, f"{patch.name}: {result.stdout[-3000:]}"
+
+
+def _in_generated_project(
+    template: Path, framework: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[list[str], Path, dict[str, str]]:
+    """The framework's default project rendered from the broken template, run by the installed project's Python:
+    its src/ comes first on PYTHONPATH, ahead of the installed (unbroken) package."""
+    installed, env = request.getfixturevalue("installed_project")(framework)
+    answers = yaml.safe_load((installed / ".copier-answers.yml").read_text())
+    keep = {"framework", "framework_index_url"}
+    project = render(template, tmp_path / "project", {key: value for key, value in answers.items() if key in keep})
+    python = str(installed / ".venv" / "bin" / "python")
+    return [python, "-m", "pytest"], project, {**env, "PYTHONPATH": str(project / "src"), "PYTHONHASHSEED": "0"}
