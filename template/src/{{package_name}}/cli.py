@@ -7,8 +7,8 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
+from . import interrupts
 from .config import default_output_dir, load_config
 from .errors import Terminated, UserError
 from .settings import load_settings
@@ -26,25 +26,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Train; exit 0, 2 for a problem the user can fix, 130 after Ctrl-C, 143 after SIGTERM (128 + signal)."""
     args = parse_args(argv)
     # SIGTERM raises like Ctrl-C, so the run is closed as KILLED in MLflow instead of left RUNNING forever.
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _train(args)
+        with interrupts.handled():
+            return _train(args)
     except Terminated:
         print("error: terminated (SIGTERM); continue the run with --resume", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("error: interrupted; continue the run with --resume", file=sys.stderr)
         return 128 + signal.SIGINT
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _train(args: argparse.Namespace) -> int:

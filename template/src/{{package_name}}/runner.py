@@ -67,16 +67,22 @@ def _refuse_other_config(before: dict[str, Any], now: dict[str, Any], output_dir
         raise RunError(f"--resume: {output_dir} was trained with another config ({details}); only {EPOCHS} may grow")
 
 
+def _check_same_data(saved: dict[str, Any], data: dict[str, str]) -> None:
+    """A resume trains on the data the checkpoint saw (a re-run `prepare` changes data/processed)."""
+    if saved.get("data_sha256", data["sha256"]) != data["sha256"]:
+        raise RunError(f"--resume: the data ({data['source']}) changed since the checkpoint; start a new run")
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
     checkpoint.atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 
-def _run_info(config: Config, flags: dict[str, Any], output_dir: Path, dataset: Dataset, source: str) -> dict[str, Any]:
+def _run_info(config: Config, flags: dict[str, Any], output_dir: Path, data: dict[str, str]) -> dict[str, Any]:
     previous = output_dir / "run.json"
     if previous.exists():  # a resume: the first start stays, this one is appended
         return provenance.add_resume(json.loads(previous.read_text()), sys.argv)
-    return provenance.collect(config, flags, sys.argv, {"source": source, "sha256": data_digest(dataset)})
+    return provenance.collect(config, flags, sys.argv, data)
 
 
 def train(config: Config, settings: Settings, output_dir: Path, resume: bool = False) -> RunResult:
@@ -88,6 +94,9 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
     ensure_reachable(settings.MLFLOW_TRACKING_URI)
     flags = seeding.seed_everything(config.seed, config.deterministic)
     dataset, source = load_training_data(config)
+    data = {"source": source, "sha256": data_digest(dataset)}
+    if saved is not None:
+        _check_same_data(saved, data)
     trainer = engine.Trainer(config, dataset.num_features, dataset.num_classes)
 
     history: list[dict[str, float]] = []
@@ -98,7 +107,7 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
         history, run_id = saved["history"], saved["mlflow_run_id"]
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    run_info = _run_info(config, flags, output_dir, dataset, source)
+    run_info = _run_info(config, flags, output_dir, data)
     tracker = Tracker(
         settings.MLFLOW_TRACKING_URI, config.experiment_name, settings.MLFLOW_HTTP_REQUEST_TIMEOUT, run_id
     )
@@ -124,6 +133,7 @@ def _train_epochs(
     state = {
         "config": config.model_dump(mode="json"),
         "config_digest": config.digest(),
+        "data_sha256": data_digest(dataset),
         "mlflow_run_id": tracker.run_id,
     }
     for epoch in tqdm(range(len(history), config.training.epochs), desc="epochs", disable=not sys.stderr.isatty()):

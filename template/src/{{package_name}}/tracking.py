@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import urllib.error
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .interrupts import critical, deferred
 from .writable import ensure_writable
 
 REACHABILITY_TIMEOUT_S = 5
@@ -71,13 +73,16 @@ class Tracker:
         self.run = mlflow.start_run(run_id=run_id)
         self.run_id: str = self.run.info.run_id
 
+    @critical
     def log_params(self, params: dict[str, Any]) -> None:
         self._mlflow.log_params({key: str(value) for key, value in params.items()})
 
+    @critical
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         # Asynchronous: MLflow queues the write and flushes it by end_run, so epochs don't wait on the store.
         self._mlflow.log_metrics(metrics, step=step, synchronous=False)
 
+    @critical
     def log_missing_epochs(self, history: list[dict[str, float]]) -> None:
         """On resume: log the epochs whose checkpoint was written but whose metrics a kill cut off."""
         if not history:
@@ -88,10 +93,12 @@ class Tracker:
             if row["epoch"] not in logged:
                 self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
+    @critical
     def log_artifacts(self, paths: list[Path]) -> None:
         for path in paths:
             self._mlflow.log_artifact(str(path))
 
+    @critical
     def log_model(self, trainer: Any, features: Any) -> None:
         """The trained model in its framework's MLflow flavour, with a signature and an input example."""
         from mlflow.models import infer_signature
@@ -100,6 +107,7 @@ class Tracker:
         signature = infer_signature(example, trainer.predict(example))
         trainer.log_model(name=MODEL_NAME, signature=signature, input_example=example)
 
+    @critical
     def finish(self, status: str = "FINISHED") -> None:
         self._mlflow.end_run(status=status)
 
@@ -107,6 +115,8 @@ class Tracker:
         """Close the run as KILLED (Ctrl-C, SIGTERM) or FAILED; a failure to do so never hides `error`."""
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         try:
-            self.finish(status)
+            # A second Ctrl-C or SIGTERM while closing is ignored: the first one is already being handled.
+            with contextlib.suppress(KeyboardInterrupt), deferred():
+                self.finish(status)
         except Exception as finish_error:  # the run's own error is the one to raise
             print(f"warning: could not mark MLflow run {self.run_id} {status}: {finish_error}", file=sys.stderr)
