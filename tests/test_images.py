@@ -87,13 +87,17 @@ def test_default_image_builds_from_the_lock_and_trains_offline(
     manager: str, built, podman: Podman, installed_project, tmp_path: Path
 ) -> None:
     image, _ = built("pytorch", manager)
-    probe = podman("run", "--rm", "--network=none", image, "python", "-c", "import torch; print(torch.__version__)")
-    assert probe.stdout.strip() == f"{COMPAT['frameworks']['pytorch']['version']}+cpu"
-    user = podman("run", "--rm", "--network=none", image, "id", "-u").stdout.strip()
-    assert user == str(APP_UID), "the image must run as its non-root user"
-    in_image = _train_in_image(podman, image, _owned_folder(tmp_path / "outputs"))
-    # Same lock versions, same CPU, same seed: the container reproduces this machine's run bit for bit.
-    assert in_image == _host_metrics("pytorch", installed_project, tmp_path)
+    try:
+        probe = podman("run", "--rm", "--network=none", image, "python", "-c", "import torch; print(torch.__version__)")
+        assert probe.stdout.strip() == f"{COMPAT['frameworks']['pytorch']['version']}+cpu"
+        user = podman("run", "--rm", "--network=none", image, "id", "-u").stdout.strip()
+        assert user == str(APP_UID), "the image must run as its non-root user"
+        in_image = _train_in_image(podman, image, _owned_folder(tmp_path / "outputs"))
+        # Same lock versions, same CPU, same seed: the container reproduces this machine's run bit for bit.
+        assert in_image == _host_metrics("pytorch", installed_project, tmp_path)
+    finally:
+        if manager != "pip":  # the pip image serves the tests below and compose; the others only this one
+            podman.remove(image)
 
 
 def test_image_runs_out_of_the_box(built, podman: Podman) -> None:
@@ -121,8 +125,11 @@ def test_framework_image_trains_like_this_machine(
     framework: str, built, podman: Podman, installed_project, tmp_path: Path
 ) -> None:
     image, _ = built(framework)
-    in_image = _train_in_image(podman, image, _owned_folder(tmp_path / "outputs"))
-    assert in_image == _host_metrics(framework, installed_project, tmp_path)
+    try:
+        in_image = _train_in_image(podman, image, _owned_folder(tmp_path / "outputs"))
+        assert in_image == _host_metrics(framework, installed_project, tmp_path)
+    finally:
+        podman.remove(image)  # about 4.5 GB with its build layers, used by this test only
 
 
 class Compose:

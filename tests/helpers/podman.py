@@ -98,6 +98,11 @@ class Podman:
         """No registry (stand-ins only); the host network and CA bundle reach PyPI through this machine's proxy."""
         return ["--pull=never", "--network=host", "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
 
+    def remove(self, image: str) -> None:
+        """Drop `image` and the build layers only it used (a test machine's disk holds a few images, not all)."""
+        self("rmi", "-f", image, check=False)
+        self("image", "prune", "-f", check=False)
+
     def build(self, context: Path, tag: str, *args: str, timeout: int = 1500) -> None:
         self("build", *self.build_args(), *args, "-t", tag, str(context), timeout=timeout)
 
