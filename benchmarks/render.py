@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from timing import median_seconds  # noqa: E402
 
-from conftest import render, snapshot_template  # noqa: E402
+from helpers.rendering import render, snapshot_template  # noqa: E402
 
 MATRIX_TARGET_S = 60.0
 

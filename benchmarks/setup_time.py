@@ -12,15 +12,12 @@ conda runs only where micromamba and conda-lock are installed and conda-forge is
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import _QuietHandler, find_torch_cpu_wheel, render, snapshot_template  # noqa: E402
+from helpers.rendering import render, snapshot_template  # noqa: E402
+from helpers.wheels import find_torch_cpu_wheel, index_url, serve_wheel_index  # noqa: E402
 from matrix import FRAMEWORKS  # noqa: E402
 
 UV_TARGET = 5.0
@@ -39,14 +37,7 @@ def serve_torch_index(root: Path) -> str:
     wheel = find_torch_cpu_wheel(FRAMEWORKS["pytorch"]["version"])
     if wheel is None:
         sys.exit("no CPU torch wheel in pip's find-links folders: run the tests once, or set PIP_FIND_LINKS")
-    package = root / "simple" / "torch"
-    package.mkdir(parents=True)
-    shutil.copy(wheel, package / wheel.name)
-    link = wheel.name.replace("+", "%2B")
-    (package / "index.html").write_text(f'<a href="{link}">{wheel.name}</a>\n')
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/simple"
+    return index_url(serve_wheel_index(wheel, root))
 
 
 def tool(name: str) -> str:

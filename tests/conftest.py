@@ -3,62 +3,19 @@
 from __future__ import annotations
 
 import functools
-import http.server
 import os
-import shutil
 import subprocess
 import sys
-import threading
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from matrix import FRAMEWORKS, REPO, Combo, all_combos, fast_sample
-
-BIN = Path(sys.executable).parent
-
-
-def tool(name: str) -> str:
-    """A command-line tool installed next to the running Python (the test venv), else on PATH."""
-    local = BIN / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed: run the README's test command, which installs it")
-    return found
-
-
-def snapshot_template(destination: Path) -> Path:
-    """The working tree as git would commit it (uncommitted edits included), without .git.
-
-    Rendering from a plain folder skips copier's clone of the repo: the matrix renders ~2x faster.
-    """
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, files):
-        source = REPO / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return destination
-
-
-def render(template: Path, destination: Path, answers: dict[str, Any]) -> Path:
-    from copier import run_copy
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_copy(str(template), destination, data=answers, defaults=True, quiet=True, unsafe=False)
-    return destination
+from helpers.projects import caches, make, make_targets, serve_pypi_through_simple_api
+from helpers.rendering import render, snapshot_template
+from helpers.wheels import find_torch_cpu_wheel, index_url, serve_wheel_index
+from matrix import FRAMEWORKS, all_combos
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +40,6 @@ def rendered_matrix(
 @pytest.fixture(scope="session")
 def default_project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render(template, tmp_path_factory.mktemp("default") / "ml-project", {})
-
-
-def make(project: Path, target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["make", target], cwd=project, env=env, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, f"make {target} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +70,6 @@ def installed_project(template: Path, tmp_path_factory: pytest.TempPathFactory, 
 @pytest.fixture(scope="session")
 def locked(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel_index: str):
     """A default PyTorch/CPU project per manager, its torch index pointed at the local one, locked once."""
-    from helpers.projects import caches, make_targets, serve_pypi_through_simple_api
-
     cache: dict[str, tuple[Path, dict[str, str]]] = {}
 
     def get(manager: str) -> tuple[Path, dict[str, str]]:
@@ -141,37 +90,9 @@ def locked(template: Path, tmp_path_factory: pytest.TempPathFactory, local_wheel
     return get
 
 
-def combo_params() -> list[Any]:
-    """Every combination; those outside matrix.fast_sample are marked slow (the fast tier stays under a minute)."""
-    combos = all_combos()
-    fast = set(fast_sample(combos))
-    return [pytest.param(c, id=c.id, marks=() if c in fast else pytest.mark.slow) for c in combos]
-
-
-def find_torch_cpu_wheel(version: str) -> Path | None:
-    """The CPU torch wheel from pip's find-links folders (a company cache or this machine's disk)."""
-    config = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
-    ).stdout
-    folders = [os.environ.get("PIP_FIND_LINKS", "")]
-    folders += [line.split("=", 1)[1].strip("'\"") for line in config.splitlines() if "find-links" in line]
-    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
-    for folder in " ".join(folders).split():
-        for wheel in Path(folder.removeprefix("file://")).glob(f"torch-{version}+cpu-{tag}-*.whl"):
-            return wheel
-    return None
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def local_wheel_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A PEP 503 index on 127.0.0.1 holding the CPU torch wheel: the stand-in for a company mirror."""
-    from matrix import FRAMEWORKS
-
     version = FRAMEWORKS["pytorch"]["version"]
     wheel = find_torch_cpu_wheel(version)
     root = tmp_path_factory.mktemp("index")
@@ -182,18 +103,6 @@ def local_wheel_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             check=True,
         )  # fmt: skip
         wheel = next((root / "dl").glob("torch-*.whl"))
-    package = root / "simple" / "torch"
-    package.mkdir(parents=True)
-    shutil.copy(wheel, package / wheel.name)
-    link = wheel.name.replace("+", "%2B")
-    (package / "index.html").write_text(f'<html><body><a href="{link}">{wheel.name}</a></body></html>\n')
-    (root / "simple" / "index.html").write_text('<html><body><a href="torch/">torch</a></body></html>\n')
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    server = serve_wheel_index(wheel, root)
+    yield index_url(server)
     server.shutdown()
-
-
-__all__ = ["Combo", "combo_params", "render", "tool"]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import combo_params, tool
+from helpers.rendering import combo_params
+from helpers.tools import tool
 from matrix import COMPAT, FRAMEWORKS, Combo
 
 # What each manager's builder must run so that the image holds exactly the lock (no resolver at build time).

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import render
+from helpers.rendering import render
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "configs/baseline.yaml:training.learning_rate=0.01"

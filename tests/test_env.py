@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import tool
+from helpers.tools import tool
 
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 # Light dependencies that the settings module needs to run (no framework): see README's test command.

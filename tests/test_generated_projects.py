@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make as _make
+from helpers.projects import make as _make
 from matrix import FRAMEWORKS, REPO
 
 pytestmark = pytest.mark.slow

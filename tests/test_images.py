@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers.net import free_port, mlflow_artifacts, mlflow_runs, request
 from helpers.podman import STANDIN_PYTHON, Podman, standin_mlflow, standin_python, standin_uv
-
-from conftest import tool
+from helpers.tools import tool
 from matrix import COMPAT
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import tool
+from helpers.tools import tool
 from matrix import REPO
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.projects import make_targets
 
-from conftest import combo_params
+from helpers.projects import make_targets
+from helpers.rendering import combo_params
 from matrix import COMPAT, Combo
 
 TORCH = COMPAT["frameworks"]["pytorch"]["version"]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import combo_params, tool
+from helpers.rendering import combo_params
+from helpers.tools import tool
 from matrix import REPO, Combo
 
 UNRENDERED = re.compile(r"\{\{|\{%|\{#")

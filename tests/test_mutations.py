@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import render, snapshot_template
+from helpers.rendering import render, snapshot_template
 from matrix import REPO
 
 pytestmark = pytest.mark.slow

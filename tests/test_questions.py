@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import render, tool
+from helpers.rendering import render
+from helpers.tools import tool
 from matrix import COMPAT, REPO, refused_combos
 
 

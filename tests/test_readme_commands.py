@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.projects import caches
 
-from conftest import combo_params, render, tool
+from helpers.projects import caches
+from helpers.rendering import combo_params, render
+from helpers.tools import tool
 from matrix import MANAGERS, Combo
 
 SECTIONS = ("## Quick start", "## Reproducing results", "### The DVC pipeline")

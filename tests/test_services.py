@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.net import free_port, mlflow_artifacts, mlflow_runs, request
 
-from conftest import render, tool
+from helpers.net import free_port, mlflow_artifacts, mlflow_runs, request
+from helpers.rendering import render
+from helpers.tools import tool
 from matrix import COMPAT
 
 pytestmark = pytest.mark.slow

@@ -29,7 +29,8 @@ import yaml
 from copier import VcsRef
 from packaging.version import Version
 
-from conftest import BIN, render, snapshot_template, tool
+from helpers.rendering import render, snapshot_template
+from helpers.tools import BIN, tool
 from matrix import COMPAT, FRAMEWORKS, MANAGERS, REPO
 
 OLD, NEW = "v0.1.0", "v0.2.0"

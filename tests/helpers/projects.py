@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import tool
+from helpers.tools import tool
 
 
 def caches() -> dict[str, str]:
@@ -18,6 +18,13 @@ def caches() -> dict[str, str]:
         "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(home / ".cache" / "uv")),
         "POETRY_CACHE_DIR": os.environ.get("POETRY_CACHE_DIR", str(home / ".cache" / "pypoetry")),
     }
+
+
+def make(project: Path, target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`make TARGET` with the project's own tools (an installed project: its venv, its manager)."""
+    result = subprocess.run(["make", target], cwd=project, env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, f"make {target} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
 
 
 def make_targets(
