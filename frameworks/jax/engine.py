@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from .config import Config
+from .contract import FrameworkVersions
 from .data import Split
 
 FRAMEWORK = "jax"
@@ -37,19 +38,15 @@ def _deterministic_ops(enabled: bool) -> None:
     os.environ["XLA_FLAGS"] = " ".join(flags)
 
 
-# XLA reads XLA_FLAGS once, when the backend starts (the first computation or jax.devices() call), and
-# that can come before seed_framework (framework_versions() in the tests does it). So the flag is on from
-# import, as configs default to deterministic; seed_framework takes it off again for a non-deterministic run.
-_deterministic_ops(True)
-
-
-def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
+def seed_framework(seed: int, deterministic: bool) -> dict[str, bool | int | str]:
     """JAX has no global seed (see Trainer); on GPU, XLA needs its deterministic-ops flag."""
+    # XLA reads XLA_FLAGS once, when the backend starts (the first computation or jax.devices() call): a run
+    # seeds first, so the flag holds for it. Importing this module leaves XLA_FLAGS alone (a notebook's own stay).
     _deterministic_ops(deterministic)
     return {"XLA_FLAGS": os.environ["XLA_FLAGS"], "jax.random.key": seed}
 
 
-def framework_versions() -> dict[str, Any]:
+def framework_versions() -> FrameworkVersions:
     device = jax.devices()[0]
     on_gpu = device.platform == "gpu"
     return {

@@ -13,13 +13,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .config import Config
+from .contract import FrameworkVersions
 from .data import Split
 
 FRAMEWORK = "pytorch"
 MODEL_FILE = "model.pt"
 
 
-def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
+def seed_framework(seed: int, deterministic: bool) -> dict[str, bool | int | str]:
     """Seed torch (CPU and every GPU) and switch deterministic kernels on or off."""
     # cuBLAS reads this when CUDA initialises; Dockerfile/compose/Makefile set it too.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -34,7 +35,7 @@ def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
     }
 
 
-def framework_versions() -> dict[str, Any]:
+def framework_versions() -> FrameworkVersions:
     cuda = torch.cuda.is_available()
     return {
         "framework": FRAMEWORK,

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from .config import Config
+from .contract import FrameworkVersions
 from .data import Split
 
 FRAMEWORK = "tensorflow"
@@ -27,7 +28,7 @@ _INIT, _SHUFFLE, _DROPOUT = 0, 1, 2
 _op_determinism = False
 
 
-def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
+def seed_framework(seed: int, deterministic: bool) -> dict[str, bool | int | str]:
     """Seed Python, NumPy and TF's global RNGs (for user code) and make TF's ops deterministic."""
     global _op_determinism
     keras.utils.set_random_seed(seed)
@@ -38,7 +39,7 @@ def seed_framework(seed: int, deterministic: bool) -> dict[str, Any]:
     return {"tf.config.experimental.enable_op_determinism": _op_determinism}
 
 
-def framework_versions() -> dict[str, Any]:
+def framework_versions() -> FrameworkVersions:
     build = tf.sysconfig.get_build_info()
     gpus = tf.config.list_physical_devices("GPU")
     details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import interrupts
 from .config import default_output_dir, load_config
-from .errors import Terminated, UserError
+from .errors import Terminated, reports_user_errors
 from .settings import load_settings
 from .tracking import ensure_reachable
 from .writable import ensure_writable
@@ -26,6 +26,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Train; exit 0, 2 for a problem the user can fix, 130 after Ctrl-C, 143 after SIGTERM (128 + signal)."""
     args = parse_args(argv)
@@ -42,20 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings()
-        # DATA_DIR / OUTPUT_DIR from the environment come first, so KEY=VALUE on the command line wins.
-        config = load_config(args.config, [*settings.config_overrides(), *args.overrides], seed=args.seed)
-        output_dir = args.output_dir or default_output_dir(config)
-        # Checked before the framework loads: it takes seconds, and TensorFlow logs to stderr as it imports.
-        ensure_writable(output_dir, "output folder")
-        ensure_reachable(settings.MLFLOW_TRACKING_URI)
-        from .runner import train
+    settings = load_settings()
+    # DATA_DIR / OUTPUT_DIR from the environment come first, so KEY=VALUE on the command line wins.
+    config = load_config(args.config, [*settings.config_overrides(), *args.overrides], seed=args.seed)
+    output_dir = args.output_dir or default_output_dir(config)
+    # Checked before the framework loads: it takes seconds, and TensorFlow logs to stderr as it imports.
+    ensure_writable(output_dir, "output folder")
+    ensure_reachable(settings.MLFLOW_TRACKING_URI)
+    from .runner import train
 
-        result = train(config, settings, output_dir, resume=args.resume)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    result = train(config, settings, output_dir, resume=args.resume)
     final = result.metrics["final"]
     print(f"test_accuracy={final['test_accuracy']:.4f} test_loss={final['test_loss']:.4f} -> {result.output_dir}")
     return 0

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import UserError
+from .errors import UserError, describe
 
 
 class ConfigError(UserError):
@@ -130,17 +130,6 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[leaf] = read_yaml(raw) if raw else ""
 
 
-def _describe(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "<root>"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (typo?)"
-        problems.append(f"{location}: {message}")
-    return "; ".join(problems)
-
-
 def default_output_dir(config: Config) -> Path:
     return Path(config.paths.output_dir) / f"{config.experiment_name}-seed{config.seed}"
 
@@ -164,4 +153,4 @@ def load_config(path: Path, overrides: Sequence[str] = (), seed: int | None = No
     try:
         return Config.model_validate(tree)
     except ValidationError as error:
-        raise ConfigError(f"{path}: {_describe(error)}") from None
+        raise ConfigError(f"{path}: {describe(error)}") from None

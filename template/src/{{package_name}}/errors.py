@@ -1,4 +1,15 @@
-"""The one exception type the command line turns into a one-line message (no traceback)."""
+"""The one exception type the command line turns into a one-line message (no traceback), and how it does."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import ParamSpec
+
+from pydantic import ValidationError
+
+Params = ParamSpec("Params")
 
 
 class UserError(Exception):
@@ -9,3 +20,30 @@ class UserError(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, `docker stop`, a scheduler's time limit), raised like Ctrl-C so cleanup runs."""
+
+
+def reports_user_errors(main: Callable[Params, int]) -> Callable[Params, int]:
+    """A command's `main`: a UserError becomes `error: MESSAGE` on stderr and the error's exit status."""
+
+    @functools.wraps(main)
+    def run(*args: Params.args, **kwargs: Params.kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+
+    return run
+
+
+def describe(error: ValidationError) -> str:
+    """pydantic's errors as one line: `dotted.key: message; ...`."""
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        # Only the message: pydantic's `input` (the raw value) may be a secret, so it is never shown.
+        problems.append(f"{location}: {message}" if location else message)
+    return "; ".join(problems)

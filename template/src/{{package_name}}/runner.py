@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from tqdm import tqdm
 
 from . import checkpoint, engine, plots, provenance, seeding
 from .config import Config, differing_keys, flatten
+from .contract import Trainer
 from .data import Dataset, load_training_data
 from .data import digest as data_digest
 from .errors import UserError
@@ -20,6 +22,7 @@ from .settings import Settings
 from .tracking import Tracker, ensure_reachable
 from .writable import ensure_writable
 
+History = list[dict[str, float]]  # one row per epoch: its number and scores
 EPOCHS = "training.epochs"  # the one key a resume may change (upwards): extend a finished or killed run
 
 
@@ -31,9 +34,9 @@ class RunError(UserError):
 class RunResult:
     output_dir: Path
     metrics: dict[str, Any]
-    weights: list[Any]
+    weights: list[np.ndarray]
     run_id: str
-    trainer: Any
+    trainer: Trainer
 
 
 def _check_output_dir(output_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -99,7 +102,7 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
         _check_same_data(saved, data)
     trainer = engine.Trainer(config, dataset.num_features, dataset.num_classes)
 
-    history: list[dict[str, float]] = []
+    history: History = []
     run_id = None
     if saved is not None:
         trainer.load_state(saved["trainer"])
@@ -128,7 +131,7 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
 
 
 def _train_epochs(
-    config: Config, trainer: Any, dataset: Dataset, history: list[dict[str, float]], output_dir: Path, tracker: Tracker
+    config: Config, trainer: Trainer, dataset: Dataset, history: History, output_dir: Path, tracker: Tracker
 ) -> None:
     state = {
         "config": config.model_dump(mode="json"),
@@ -156,7 +159,7 @@ def _prefixed(split: str, scores: dict[str, float]) -> dict[str, float]:
 
 
 def _finish(
-    config: Config, trainer: Any, dataset: Dataset, history: list[dict[str, float]], output_dir: Path, tracker: Tracker
+    config: Config, trainer: Trainer, dataset: Dataset, history: History, output_dir: Path, tracker: Tracker
 ) -> dict[str, Any]:
     test_scores = _prefixed("test", trainer.evaluate(dataset.test))
     final = {key: value for key, value in history[-1].items() if key != "epoch"}

@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import UserError
+from .errors import UserError, describe
 
 # The stores MLflow's client accepts; the database ones also with a SQLAlchemy driver (postgresql+psycopg2://).
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks", "databricks-uc")
@@ -107,16 +107,6 @@ class Settings(BaseSettings):
         return overrides
 
 
-def _describe(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        # Only the message: pydantic's `input` (the raw value) may be a secret, so it is never shown.
-        problems.append(f"{name}: {message}" if name else message)
-    return "; ".join(problems)
-
-
 def load_dotenv_file(env_file: Path) -> None:
     """Put `.env`'s non-empty values into os.environ; variables already set in the shell win.
 
@@ -159,7 +149,7 @@ def load_settings(env_file: Path = Path(".env")) -> Settings:
     try:
         settings = Settings()
     except ValidationError as error:
-        problems.append(_describe(error))
+        problems.append(describe(error))
     if settings is None or problems:
         raise SettingsError(f"environment ({env_file} or shell): {'; '.join(problems)}")
     return settings

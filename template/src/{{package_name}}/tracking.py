@@ -8,11 +8,16 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .interrupts import critical, deferred
 from .writable import ensure_writable
+
+if TYPE_CHECKING:  # not imported at run time: the command line checks the server before loading NumPy
+    import numpy as np
+
+    from .contract import Trainer
 
 REACHABILITY_TIMEOUT_S = 5
 MODEL_NAME = "model"  # the logged model's name: runs:/<run_id>/model
@@ -99,7 +104,7 @@ class Tracker:
             self._mlflow.log_artifact(str(path))
 
     @critical
-    def log_model(self, trainer: Any, features: Any) -> None:
+    def log_model(self, trainer: Trainer, features: np.ndarray) -> None:
         """The trained model in its framework's MLflow flavour, with a signature and an input example."""
         from mlflow.models import infer_signature
 
