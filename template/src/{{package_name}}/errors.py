@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
-from typing import ParamSpec
+from collections.abc import Sequence
+from typing import Protocol
 
 from pydantic import ValidationError
-
-Params = ParamSpec("Params")
 
 
 class UserError(Exception):
@@ -22,13 +20,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, `docker stop`, a scheduler's time limit), raised like Ctrl-C so cleanup runs."""
 
 
-def reports_user_errors(main: Callable[Params, int]) -> Callable[Params, int]:
-    """A command's `main`: a UserError becomes `error: MESSAGE` on stderr and the error's exit status."""
+class Command(Protocol):
+    """A command's `main`: its arguments (default: sys.argv[1:]) in, its exit status out."""
+
+    def __call__(self, argv: Sequence[str] | None = None) -> int: ...
+
+
+def reports_user_errors(main: Command) -> Command:
+    """Wrap a command's `main`: a UserError becomes `error: MESSAGE` on stderr and the error's exit status."""
 
     @functools.wraps(main)
-    def run(*args: Params.args, **kwargs: Params.kwargs) -> int:
+    def run(argv: Sequence[str] | None = None) -> int:
         try:
-            return main(*args, **kwargs)
+            return main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return error.exit_code
