@@ -32,7 +32,7 @@ def render(compat: dict[str, Any]) -> str:
             f"| {fw['label']} (`{name}`) | {fw['version']} | {', '.join(fw['cuda'])} | "
             f"{', '.join(fw['python'])} | {images} |"
         )
-    managers = ", ".join(f"`{key}` ({label})" for key, label in compat["managers"].items())
+    managers = ", ".join(f"`{key}` ({manager['label']})" for key, manager in compat["managers"].items())
     releases = ", ".join(compat["python_patch"].values())
     return "\n".join(
         [

