@@ -156,7 +156,7 @@ def test_every_dependency_is_pinned_exactly(combo: Combo, rendered_matrix: dict[
         lock = [
             tokens for tokens in _make_commands(project, "lock") if tokens[1:4] == ["pip", "compile", "pyproject.toml"]
         ]
-        assert lock and all("--generate-hashes" in tokens for tokens in lock), lock
+        assert lock and all("--generate-hashes" in tokens for tokens in lock), "make lock: no --generate-hashes"
     if combo.manager == "conda":
         from rattler import MatchSpec
 
