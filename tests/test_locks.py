@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
 
 from helpers.projects import make_targets
 from helpers.rendering import combo_params
@@ -38,6 +39,16 @@ def _locked_torch(project: Path, manager: str) -> tuple[str, str]:
     return entry["version"], source
 
 
+def _pip_lock_entries(text: str) -> dict[str, list[str]]:
+    """requirements.txt's requirements (what precedes the first option on a logical line) and their hashes."""
+    entries = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        words = line.split("#", 1)[0].split()
+        if words and not words[0].startswith("-"):
+            entries[words[0]] = [word for word in words[1:] if word.startswith("--hash=sha256:")]
+    return entries
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("manager", ["pip", "uv", "poetry"])
 def test_lock_is_written_fresh_and_installs(locked, manager: str, local_wheel_index: str) -> None:
@@ -46,6 +57,10 @@ def test_lock_is_written_fresh_and_installs(locked, manager: str, local_wheel_in
     assert version == f"{TORCH}+cpu", "torch must be the CPU build from the framework index"
     if manager != "pip":
         assert source.rstrip("/") == local_wheel_index.rstrip("/")
+    else:  # uv.lock and poetry.lock hold versions and hashes by format; requirements.txt only when asked
+        entries = _pip_lock_entries((project / "requirements.txt").read_text())
+        assert len(entries) > 20 and _not_exact(list(entries)) == []
+        assert [entry for entry, hashes in entries.items() if not hashes] == [], "entries without --hash"
     make_targets(project, "lock-check", env=env)
     make_targets(project, "install", env=env)
     probe = "import torch, mlflow, sklearn; print(torch.__version__, mlflow.__version__)"
@@ -82,6 +97,86 @@ def test_lock_check_fails_on_a_stale_lock(locked, manager: str) -> None:
         assert result.returncode != 0 and STALE_LOCK[manager] in result.stdout + result.stderr, result.stderr[-2000:]
     finally:
         source.write_text(original)
+
+
+def _not_exact(requirements: list[str]) -> list[str]:
+    """The PEP 508 requirements that do not name exactly one version (`name[extras]==X.Y.Z`)."""
+    loose = []
+    for text in requirements:
+        try:
+            specifiers = list(Requirement(text).specifier)
+        except InvalidRequirement:
+            specifiers = []
+        if len(specifiers) != 1 or specifiers[0].operator != "==" or "*" in specifiers[0].version:
+            loose.append(text)
+    return loose
+
+
+# `pip install` options that take a value (the value is not a requirement).
+PIP_VALUE_OPTIONS = {"-r", "--requirement", "-e", "--editable", "--extra-index-url", "--index-url", "-c"}
+# pip/pipx install commands, as far as their arguments go on the line (a shell `&&`, `||`, `;` or `\` ends them).
+PIP_INSTALL = re.compile(r"\bpipx? install\b([^&|;\\\n]*)")
+
+
+def _pip_installs(project: Path) -> list[tuple[str, list[str]]]:
+    """(file, arguments) of every `pip install` / `pipx install` in the Makefile, Dockerfile and CI workflows."""
+    files = [project / "Makefile", project / "Dockerfile", *(project / ".github" / "workflows").glob("*.yml")]
+    found = []
+    for path in files:
+        for match in PIP_INSTALL.finditer(path.read_text()):
+            found.append((path.name, match.group(1).split()))
+    assert found, "no pip install found: the pattern no longer matches the files"
+    return found
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_every_dependency_is_pinned_exactly(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
+    """Every requirement a project declares or installs names one exact version, and pip's lock carries hashes.
+
+    The locks pin the rest (pip: `--generate-hashes`, installed with `--require-hashes`; uv.lock, poetry.lock and
+    conda-lock.yml always hold versions and hashes); a loose direct pin would let `make lock` move a version.
+    """
+    project = rendered_matrix[combo.id]
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    declared = pyproject["project"]["dependencies"] + pyproject["build-system"]["requires"]
+    for group in pyproject.get("dependency-groups", {}).values():
+        declared += [item for item in group if isinstance(item, str)]  # {include-group = ...} names no package
+    assert _not_exact(declared) == [], "pyproject.toml"
+    installed = []
+    for name, arguments in _pip_installs(project):
+        values = {index + 1 for index, word in enumerate(arguments) if word in PIP_VALUE_OPTIONS}
+        if "-r" in arguments:
+            assert "--require-hashes" in arguments, f"{name}: pip install -r without --require-hashes"
+        installed += [
+            word for index, word in enumerate(arguments)
+            if index not in values and not word.startswith(("-", "$", '"$')) and word not in {".", "./"}
+        ]  # fmt: skip
+    assert _not_exact(installed) == [], "pip install"
+    if combo.manager == "pip":
+        lock = [
+            tokens for tokens in _make_commands(project, "lock") if tokens[1:4] == ["pip", "compile", "pyproject.toml"]
+        ]
+        assert lock and all("--generate-hashes" in tokens for tokens in lock), "make lock: no --generate-hashes"
+    if combo.manager == "conda":
+        from rattler import MatchSpec
+
+        environment, specs = _conda_specs(project)
+        # The interpreter and its installer follow the answered Python (and CUDA) by family; the lock pins builds.
+        follow_answers = {"python", "cuda-version", "pip"}
+        versions = {spec: MatchSpec(spec, strict=True) for spec in specs}
+        loose = [
+            spec for spec, match in versions.items()
+            if match.name.normalized not in follow_answers and not str(match.version or "").startswith("==")
+        ]  # fmt: skip
+        assert loose == [], "environment.yml"
+        pip_section = next((item["pip"] for item in environment["dependencies"] if isinstance(item, dict)), [])
+        assert _not_exact(pip_section) == [], "environment.yml pip:"
+
+
+def _make_commands(project: Path, *targets: str) -> list[list[str]]:
+    """The commands `make <targets>` would run, as make expands them (split like a shell)."""
+    result = subprocess.run(["make", "-n", *targets], cwd=project, capture_output=True, text=True, check=True)
+    return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def _conda_specs(project: Path) -> tuple[dict, list[str]]:
@@ -131,12 +226,10 @@ def test_conda_environment_is_valid_offline(combo: Combo, rendered_matrix: dict[
 
 def _conda_lock_commands(project: Path) -> list[list[str]]:
     """The `conda-lock lock` commands `make lock` and `make lock-check` run, as make expands them."""
-    result = subprocess.run(
-        ["make", "-n", "lock", "lock-check"], cwd=project, capture_output=True, text=True, check=True
-    )
-    commands = [shlex.split(line) for line in result.stdout.splitlines()]
-    commands = [tokens for tokens in commands if tokens[:2] == ["conda-lock", "lock"]]
-    assert len(commands) == 2, f"expected the lock and lock-check solves:\n{result.stdout}"
+    commands = [
+        tokens for tokens in _make_commands(project, "lock", "lock-check") if tokens[:2] == ["conda-lock", "lock"]
+    ]
+    assert len(commands) == 2, f"expected the lock and lock-check solves: {commands}"
     return commands
 
 
