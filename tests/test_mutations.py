@@ -4,7 +4,9 @@ fail on the broken copy. A test that still passes cannot guard what it claims to
 A patch starts with `# test: <pytest node id>` and `# why: <what the mutation breaks>`, then a git diff against
 the repository. With `# project: <framework>`, the test is one of the generated project's: the framework's default
 project is rendered from the broken template and its test runs with the installed default project's environment.
-A patch that no longer applies fails too: a mutation is kept current with the code it breaks.
+A test that fails in a fixture rather than its body (an ERROR) counts only when the patch's `# expect: <text>` line
+names what the fixture must report. A patch that no longer applies fails too: a mutation is kept current with the
+code it breaks.
 """
 
 from __future__ import annotations
@@ -51,9 +53,12 @@ def test_the_named_test_catches_the_mutation(patch: Path, tmp_path: Path, reques
         [*command, "-x", "-q", "-p", "no:cacheprovider", fields["test"]],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
-    # pytest exits 1 when a test failed (in its body: FAILED, or in a fixture it needs: ERROR); 2-5 mean it never
-    # ran (interrupted, usage error, no such node, nothing collected).
-    caught = f"FAILED {fields['test']}" in result.stdout or f"ERROR {fields['test']}" in result.stdout
+    # pytest exits 1 when a test failed; 2-5 mean it never ran (interrupted, usage error, no such node, nothing
+    # collected). A failure in the test's body counts. An ERROR (in a fixture it needs) counts only with the
+    # `# expect:` text in the output: a patch that merely stops the template rendering breaks every fixture.
+    failed = f"FAILED {fields['test']}" in result.stdout
+    errored = f"ERROR {fields['test']}" in result.stdout and fields.get("expect", "\0") in result.stdout
+    caught = failed or errored
     assert result.returncode == 1 and caught, f"{patch.name}: {result.stdout[-3000:]}"
 
 
