@@ -144,8 +144,8 @@ class Tracker:
         self._trainer = trainer
         example = np.asarray(features[:INPUT_EXAMPLE_ROWS])
         classes = int(trainer.predict(example).shape[1])
-        self._submit({"op": "model", "example": example.tolist(), "dtype": str(example.dtype), "classes": classes,
-                      "epochs": epochs})  # fmt: skip
+        model = {"example": example.tolist(), "dtype": str(example.dtype), "classes": classes, "epochs": epochs}
+        self._submit({"op": "model", **model})
 
     @critical
     def finish(self, status: str = "FINISHED") -> None:
@@ -252,13 +252,15 @@ class Tracker:
         example = np.asarray(record["example"], dtype=record["dtype"])
         trainer = self._trainer or _restored_trainer(self.output_dir, example.shape[1], record["classes"])
         signature = infer_signature(example, trainer.predict(example))
-        # The flavours log to the active run. It ends here, quietly: the status record that follows sets the run's
-        # status and prints its link.
+        # The flavours log to the active run. It ends here, quietly and whatever happened: the status record that
+        # follows sets the run's status and prints its link.
         quiet, os.environ[QUIET] = os.environ.get(QUIET), "true"
         try:
-            with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-                trainer.log_model(name=MODEL_NAME, signature=signature, input_example=example, tags=tags)
+            mlflow.start_run(run_id=run_id, log_system_metrics=False)
+            trainer.log_model(name=MODEL_NAME, signature=signature, input_example=example, tags=tags)
         finally:
+            with contextlib.suppress(Exception):
+                mlflow.end_run()  # nothing to end when start_run failed
             if quiet is None:
                 del os.environ[QUIET]
             else:
