@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import UserError
 from .interrupts import critical, deferred
 from .spool import Record, Spool, summary
@@ -141,6 +139,8 @@ class Tracker:
     @critical
     def log_model(self, trainer: Any, features: Any, epochs: int) -> None:
         """The trained model in its framework's MLflow flavour, with a signature and an input example."""
+        import numpy as np  # not at the top: cli.py imports this module before any heavy package
+
         self._trainer = trainer
         example = np.asarray(features[:INPUT_EXAMPLE_ROWS])
         classes = int(trainer.predict(example).shape[1])
@@ -240,6 +240,7 @@ class Tracker:
 
     def _send_model(self, run_id: str, record: Record) -> None:
         import mlflow
+        import numpy as np
         from mlflow.entities import LoggedModelStatus
         from mlflow.models import infer_signature
 
