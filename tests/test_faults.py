@@ -92,11 +92,13 @@ def fault_table(request: pytest.FixtureRequest) -> Iterator[list[tuple[str, ...]
     rows: list[tuple[str, ...]] = []
     yield rows
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and rows:
+    if reporter is not None and rows:  # a Markdown table, as README.md's "Reliability" repeats it
         header = ("framework", "fault", "outcome", "epochs lost", "seconds to recover")
+        widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
         reporter.write_line("")
-        for row in [header, *rows]:
-            reporter.write_line(" | ".join(f"{cell:<18}" for cell in row))
+        for row in [header, tuple("-" * width for width in widths), *rows]:
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            reporter.write_line(f"| {' | '.join(cells)} |")
 
 
 @pytest.fixture(scope="module", params=FRAMEWORKS)
