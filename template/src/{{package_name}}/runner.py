@@ -111,21 +111,25 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
 
     output_dir.mkdir(parents=True, exist_ok=True)
     run_info = _run_info(config, flags, output_dir, data)
-    tracker = Tracker(
-        settings.MLFLOW_TRACKING_URI, config.experiment_name, settings.MLFLOW_HTTP_REQUEST_TIMEOUT, run_id
+    tracker = Tracker.start(
+        settings.MLFLOW_TRACKING_URI, config.experiment_name, settings.MLFLOW_HTTP_REQUEST_TIMEOUT, output_dir, run_id
     )
+    finishing = False
     # From here on the MLflow run is open: whatever happens, it ends FINISHED, FAILED or KILLED (tracker.abort).
     try:
         run_info["mlflow_run_id"] = tracker.run_id
         _write_json(output_dir / "run.json", run_info)
         if saved is None:
             tracker.log_params(config.flat())
-        tracker.log_missing_epochs(history)
+        tracker.log_missing(history)
         _train_epochs(config, trainer, dataset, history, output_dir, tracker)
+        finishing = True
         metrics = _finish(config, trainer, dataset, history, output_dir, tracker)
         tracker.finish()
     except BaseException as error:
         tracker.abort(error)
+        if finishing:  # killed while finishing: the run is not finished, so --resume (same epochs) finishes it
+            (output_dir / "metrics.json").unlink(missing_ok=True)
         raise
     return RunResult(output_dir, metrics, trainer.weights(), tracker.run_id, trainer)
 
@@ -150,7 +154,7 @@ def _train_epochs(
             epoch=epoch + 1,
         )
         # Only once the checkpoint is on disk: a kill before this line re-logs nothing twice on resume
-        # (log_missing_epochs fills the gap instead).
+        # (log_missing fills the gap instead).
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
 
 
@@ -164,7 +168,8 @@ def _finish(
     test_scores = _prefixed("test", trainer.evaluate(dataset.test))
     final = {key: value for key, value in history[-1].items() if key != "epoch"}
     metrics = {"final": {**final, **test_scores}, "epochs": history}
-    tracker.log_metrics(test_scores, step=len(history))  # one point per finish: an extended run adds one
+    # One point per finish (an extended run adds one), and one only when a killed finish is done again.
+    tracker.log_missing([{"epoch": len(history), **test_scores}])
     resolved = output_dir / "config.yaml"
     resolved.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     artifacts = [
@@ -175,5 +180,5 @@ def _finish(
         trainer.save_model(output_dir),
     ]
     tracker.log_artifacts(artifacts)
-    tracker.log_model(trainer, dataset.test.features)
+    tracker.log_model(trainer, dataset.test.features, epochs=len(history))
     return metrics
