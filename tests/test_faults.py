@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers.net import free_port, mlflow_artifacts, request
 
 pytestmark = pytest.mark.slow
