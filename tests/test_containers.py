@@ -45,7 +45,8 @@ def _stages(dockerfile: str) -> list[list[str]]:
 @pytest.mark.parametrize("combo", combo_params())
 def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     stages = _stages((rendered_matrix[combo.id] / "Dockerfile").read_text())
-    images = [stage[0].split()[1] for stage in stages]
+    names = {stage[0].split()[-1] for stage in stages if " AS " in stage[0]}
+    images = [stage[0].split()[1] for stage in stages if stage[0].split()[1] not in names]  # not FROM <stage>
     assert all(":" in image and not image.endswith(":latest") for image in images), images
     builder, runtime = stages[-2], stages[-1]
     mlflow = next(stage for stage in stages if stage[0].endswith(" AS mlflow"))
@@ -135,28 +136,31 @@ def test_dockerignore_keeps_secrets_and_data_out(combo: Combo, rendered_matrix: 
 
 
 @pytest.fixture(scope="session")
-def compose_config(tmp_path_factory: pytest.TempPathFactory) -> Callable[[tuple[tuple[str, str], ...]], list[str]]:
-    """`podman-compose config` over compose files given as (name, text), with a JUPYTER_TOKEN and with an empty one:
-    the merged YAML, or "refused: <last line of the error>". podman-compose is pinned in requirements-dev.txt and
-    needs no engine for `config`. Cached per distinct set of files: few differ."""
+def compose_verdict(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
+    """`podman-compose [--profile P] config` over compose files given as (name, text) with a given .env: the merged
+    YAML, or "refused: <last line of the error>". podman-compose is pinned in requirements-dev.txt and needs no
+    engine for `config`. Cached: few inputs differ."""
     podman_compose = tool("podman-compose")
 
     @functools.cache
-    def verdicts(files: tuple[tuple[str, str], ...]) -> list[str]:
+    def verdict(files: tuple[tuple[str, str], ...], dotenv: str, profile: str = "") -> str:
         folder = tmp_path_factory.mktemp("compose")
-        arguments = []
+        arguments = ["--profile", profile] if profile else []
         for name, text in files:
             (folder / name).write_text(text)
             arguments += ["-f", name]
-        outcome = []
-        for token in ("not-empty", ""):
-            (folder / ".env").write_text(f"JUPYTER_TOKEN={token}\n")  # as `cp .env.example .env` makes it
-            result = subprocess.run([podman_compose, *arguments, "config"], cwd=folder, capture_output=True, text=True)
-            error = (result.stderr.strip().splitlines() or ["no message"])[-1]
-            outcome.append(result.stdout if result.returncode == 0 else f"refused: {error}")
-        return outcome
+        (folder / ".env").write_text(dotenv)
+        result = subprocess.run([podman_compose, *arguments, "config"], cwd=folder, capture_output=True, text=True)
+        error = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        return result.stdout if result.returncode == 0 else f"refused: {error}"
 
-    return verdicts
+    return verdict
+
+
+@pytest.fixture(scope="session")
+def compose_config(compose_verdict) -> Callable[[tuple[tuple[str, str], ...]], list[str]]:
+    """The verdicts with a JUPYTER_TOKEN and with an empty one, as `cp .env.example .env` makes it."""
+    return lambda files: [compose_verdict(files, f"JUPYTER_TOKEN={token}\n") for token in ("not-empty", "")]
 
 
 @pytest.mark.parametrize("combo", combo_params())
@@ -207,3 +211,59 @@ def test_python_releases_are_the_newest_uv_installs() -> None:
             newest[minor] = max(newest.get(minor, ()), (parts["major"], parts["minor"], parts["patch"]))
     for minor, release in COMPAT["python_patch"].items():
         assert release == ".".join(map(str, newest[minor])), f"uv {COMPAT['tools']['uv']} installs {newest[minor]}"
+
+
+# What compose.team.yaml requires from .env (every MLFLOW_TEAM_* variable but the port).
+TEAM_REQUIRED = (
+    "MLFLOW_TEAM_ADMIN_PASSWORD", "MLFLOW_TEAM_SECRET_KEY", "MLFLOW_TEAM_DB_PASSWORD", "MLFLOW_TEAM_S3_ENDPOINT_URL",
+    "MLFLOW_TEAM_S3_BUCKET", "MLFLOW_TEAM_S3_ACCESS_KEY_ID", "MLFLOW_TEAM_S3_SECRET_ACCESS_KEY",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_team_server_needs_every_secret_from_env_and_stays_local(
+    combo: Combo, rendered_matrix: dict[str, Path], compose_verdict
+) -> None:
+    project = rendered_matrix[combo.id]
+    text = (project / "compose.team.yaml").read_text()
+    files = (("compose.team.yaml", text),)
+    assert "MLFLOW_TEAM_" not in (project / "compose.yaml").read_text(), (
+        "compose checks a file's required variables before it picks services: the local stack must not need these"
+    )
+    complete = {name: f"value-of-{name.lower()}" for name in TEAM_REQUIRED}
+    accepted = compose_verdict(files, "".join(f"{k}={v}\n" for k, v in complete.items()), "team")
+    assert not accepted.startswith("refused"), accepted
+    for missing in TEAM_REQUIRED:  # `NAME=` as .env.example ships it
+        dotenv = "".join(f"{k}={'' if k == missing else v}\n" for k, v in complete.items())
+        refused = compose_verdict(files, dotenv, "team")
+        assert refused.startswith("refused") and f"set {missing} in .env" in refused, refused
+
+    services = yaml.safe_load(text)["services"]
+    assert set(services) == {"team-mlflow", "team-postgres"}
+    for name, service in services.items():
+        assert service["profiles"] == ["team"], f"{name} must start only with --profile team"
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:${"), f"{name} publishes {port} beyond loopback"
+    mlflow, postgres = services["team-mlflow"], services["team-postgres"]
+    assert postgres["image"] == COMPAT["images"]["postgres"] and not postgres.get("ports"), "the database stays inside"
+    assert mlflow["build"]["target"] == "mlflow-team"
+    flags = mlflow["command"]
+    assert flags[:2] == ["mlflow", "server"] and {"--serve-artifacts", "--app-name=basic-auth"} <= set(flags)
+    assert any(flag.startswith("--artifacts-destination=s3://${MLFLOW_TEAM_S3_BUCKET:?") for flag in flags)
+    assert not any(":${" in flag and "@" in flag for flag in flags), "no password in a URI: libpq reads PGPASSWORD"
+    for variable in (
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "PGPASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        assert mlflow["environment"][variable].startswith("${MLFLOW_TEAM_"), f"{variable} must come from .env"
+    auth = (project / "team" / "basic_auth.ini").read_text()
+    assert not re.search(r"(?m)^\s*admin_password\s*=", auth) and not re.search(r"://[^/@]*:[^/@]*@", auth)
+
+    stages = _stages((project / "Dockerfile").read_text())
+    team = next(stage for stage in stages if stage[0] == "FROM mlflow AS mlflow-team")
+    pins = [f"{name}=={version}" for name, version in COMPAT["team_server"]["packages"].items()]
+    install = next(line for line in team if line.startswith("RUN pip install"))
+    assert all(f'"{pin}"' in install for pin in pins) and f"]=={COMPAT['packages']['runtime']['mlflow']}" in install
+    assert team[-1] == "USER ${UID}:${GID}", "the team server must run as the non-root UID/GID build args"

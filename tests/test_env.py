@@ -18,6 +18,8 @@ from helpers.tools import tool
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 # Light dependencies that the settings module needs to run (no framework): see README's test command.
 SETTINGS_DEPS = ("pydantic", "pydantic_settings", "dotenv", "yaml")
+# The compose files that interpolate variables from .env (the local stack and the team tracking server).
+COMPOSE_FILES = ("compose.yaml", "compose.team.yaml")
 
 
 def _settings_fields(project: Path) -> set[str]:
@@ -31,9 +33,13 @@ def _settings_fields(project: Path) -> set[str]:
     }
 
 
+def _compose_variables(project: Path, name: str) -> set[str]:
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (project / name).read_text()))
+
+
 def _variables_read(project: Path) -> set[str]:
     """Variables compose interpolates and the package reads from os.environ."""
-    names = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (project / "compose.yaml").read_text()))
+    names = set().union(*(_compose_variables(project, name) for name in COMPOSE_FILES))
     for source in (project / "src").rglob("*.py"):
         text = source.read_text()
         names |= set(re.findall(r"os\.environ(?:\.get|\.setdefault)?[\[(]\"([A-Z][A-Z0-9_]*)\"", text))
@@ -48,7 +54,7 @@ def test_env_example_documents_every_variable(default_project: Path) -> None:
     # compose reads JUPYTER_TOKEN, ports and HOST_UID/HOST_GID from .env; the rest are at least explained.
     unexplained = {name for name in _variables_read(default_project) if name not in example}
     assert not unexplained, f".env.example does not mention {sorted(unexplained)}"
-    compose = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (default_project / "compose.yaml").read_text()))
+    compose = set().union(*(_compose_variables(default_project, name) for name in COMPOSE_FILES))
     assert compose - {"GIT_REVISION"} <= assigned, "compose's .env variables must be assignable in .env.example"
     assert all(value == "" for value in re.findall(r"^[A-Z][A-Z0-9_]*=(.*)$", example, re.MULTILINE)), "no real values"
 

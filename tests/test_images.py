@@ -100,6 +100,23 @@ def test_default_image_builds_from_the_lock_and_trains_offline(
             podman.remove(image)
 
 
+def test_team_server_stage_holds_auth_postgres_and_s3_and_runs_non_root(podman: Podman, default_project: Path) -> None:
+    """compose.team.yaml's image: what tests/test_team_server.py runs the server with, installed in the stage."""
+    image = "localhost/ml-test:mlflow-team"
+    podman.build(default_project, image, "--target", "mlflow-team")
+    try:
+        versions = "import sys, importlib.metadata as m; print(*(m.version(name) for name in sys.argv[1:]))"
+        names = ["mlflow", *COMPAT["team_server"]["packages"], "flask-wtf"]  # flask-wtf: what mlflow[auth] adds
+        probe = podman("run", "--rm", "--network=none", image, "python", "-c", versions, *names)
+        expected = [COMPAT["packages"]["runtime"]["mlflow"], *COMPAT["team_server"]["packages"].values()]
+        assert probe.stdout.split()[: len(expected)] == expected
+        podman("run", "--rm", "--network=none", image, "python", "-c", "import mlflow.server.auth, psycopg2, boto3")
+        user = podman("run", "--rm", "--network=none", image, "id", "-u").stdout.strip()
+        assert user == str(APP_UID), "the team server must run as its non-root user"
+    finally:
+        podman.remove(image)
+
+
 def test_image_runs_out_of_the_box(built, podman: Podman) -> None:
     """`docker run <image>` with no compose, no .env and no mounts: its default command trains and tracks."""
     image, _ = built()

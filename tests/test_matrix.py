@@ -27,7 +27,8 @@ GITHUB_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
 CORE_FILES = [
     ".copier-answers.yml", ".dockerignore", ".env.example", ".gitignore", ".pre-commit-config.yaml",
     ".python-version", ".github/workflows/ci.yml", "Dockerfile", "Makefile", "README.md", "compose.yaml",
-    "configs/baseline.yaml", "pyproject.toml", "train.py", "tests/test_reproducibility.py",
+    "compose.team.yaml", "team/basic_auth.ini", "team/create-auth-db.sql", "configs/baseline.yaml", "pyproject.toml",
+    "train.py", "tests/test_reproducibility.py",
 ]  # fmt: skip
 
 
@@ -112,7 +113,9 @@ def _jsonschema_failures(root: Path, files: list[str], schema: str) -> dict[str,
 
 @pytest.fixture(scope="session")
 def compose_findings(matrix_root: Path) -> dict[str, list[str]]:
-    composes = sorted(str(path) for path in matrix_root.glob("*/compose.yaml"))
+    composes = sorted(
+        str(path) for name in ("compose.yaml", "compose.team.yaml") for path in matrix_root.glob(f"*/{name}")
+    )
     return _jsonschema_failures(matrix_root, composes, "vendor.compose-spec")
 
 

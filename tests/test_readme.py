@@ -35,8 +35,9 @@ def test_dev_requirements_pin_what_compat_pins() -> None:
     )
     compat = {name: version for group in COMPAT["packages"].values() for name, version in group.items()}
     compat |= {name: version for name, version in COMPAT["tools"].items()}
+    compat |= COMPAT["team_server"]["packages"]  # boto3: the team server's S3 client, and the test's
     shared = set(pins) & set(compat)
-    assert {"copier", "uv", "poetry", "pydantic", "pre-commit"} <= shared
+    assert {"copier", "uv", "poetry", "pydantic", "pre-commit", "boto3"} <= shared
     assert {name: pins[name] for name in shared} == {name: compat[name] for name in shared}
 
 

@@ -12,45 +12,19 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers.net import free_port, mlflow_artifacts, mlflow_runs, request
+from helpers.net import free_port, mlflow_artifacts, mlflow_runs, request, serving
 from helpers.rendering import render
 from helpers.tools import tool
 from matrix import COMPAT
 
 pytestmark = pytest.mark.slow
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - http://127.0.0.1 only
-                return
-        except urllib.error.HTTPError:
-            return  # it answers (auth may refuse): it is up
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -118,21 +92,9 @@ def mlflow_server(project: Path, compose: dict, home: Path, tmp_path_factory: py
     assert "--host=0.0.0.0" in command and "--port=5000" in command
     command = [part.replace("--host=0.0.0.0", "--host=127.0.0.1") for part in command]
     command = [part.replace("--port=5000", f"--port={port}") for part in command]
-    log = root / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HOME": str(home)},
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(f"{url}/health", process, log)
+    with serving(command, f"{url}/health", root / "server.log", cwd=root, env={**os.environ, "HOME": str(home)}):
         yield url
-    finally:
-        _stop(process)
     artifacts = list((root / "mlflow" / "artifacts").rglob("*"))
     assert artifacts, "the served artifact store stayed empty"
 
@@ -185,20 +147,14 @@ def test_jupyter_refuses_requests_without_the_token(project: Path, compose: dict
     token = "test-" + os.urandom(8).hex()
     env = {**os.environ, "HOME": str(home), "JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}  # fmt: skip
-    log = tmp_path / "jupyter.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(f"{url}/api", process, log)
+    with serving(command, f"{url}/api", tmp_path / "jupyter.log", cwd=project, env=env):
         assert request(f"{url}/api/status")[0] == 403
         assert request(f"{url}/api/status", headers={"Authorization": "token wrong"})[0] == 403
         status, _ = request(f"{url}/lab")
         assert status == 302, "the UI must redirect to the login page"
         assert request(f"{url}/api/status", headers={"Authorization": f"token {token}"})[0] == 200
         assert request(f"{url}/lab?token={token}")[0] == 200
-    finally:
-        _stop(process)
 
 
 def test_compose_pins_the_image_the_server_command_was_checked_with(project: Path, compose: dict) -> None:

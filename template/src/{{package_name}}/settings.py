@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     HOST_UID: int = Field(default=1000, ge=0)
     HOST_GID: int = Field(default=1000, ge=0)
 
+    # --- the team tracking server (compose.team.yaml; compose enforces the required ones, never the training code)
+    MLFLOW_TEAM_ADMIN_PASSWORD: SecretStr | None = None
+    MLFLOW_TEAM_SECRET_KEY: SecretStr | None = None
+    MLFLOW_TEAM_DB_PASSWORD: SecretStr | None = None
+    MLFLOW_TEAM_S3_ENDPOINT_URL: str | None = None
+    MLFLOW_TEAM_S3_BUCKET: str | None = None
+    MLFLOW_TEAM_S3_ACCESS_KEY_ID: SecretStr | None = None
+    MLFLOW_TEAM_S3_SECRET_ACCESS_KEY: SecretStr | None = None
+    MLFLOW_TEAM_PORT: int = Field(default=5000, ge=1, le=65535)
+
     # --- remote storage for DVC remotes and MLflow artifacts (read by boto3, gcsfs, adlfs)
     AWS_ACCESS_KEY_ID: SecretStr | None = None
     AWS_SECRET_ACCESS_KEY: SecretStr | None = None
