@@ -124,7 +124,7 @@ def _pip_installs(project: Path) -> list[tuple[str, list[str]]]:
     found = []
     for path in files:
         for match in PIP_INSTALL.finditer(path.read_text()):
-            found.append((path.name, match.group(1).split()))
+            found.append((path.name, shlex.split(match.group(1))))
     assert found, "no pip install found: the pattern no longer matches the files"
     return found
 
