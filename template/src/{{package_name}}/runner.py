@@ -23,6 +23,7 @@ from .tracking import Tracker, ensure_reachable
 from .writable import ensure_writable
 
 History = list[dict[str, float]]  # one row per epoch: its number and scores
+FINISHED = "checkpoints/finished.json"  # written once the MLflow run has ended: {"epochs": N}
 EPOCHS = "training.epochs"  # the one key a resume may change (upwards): extend a finished or killed run
 
 
@@ -53,13 +54,26 @@ def _check_resumable(saved: dict[str, Any], config: Config, output_dir: Path) ->
     # A checkpoint from before configs were stored in it has no digest: there is nothing to compare.
     if saved.get("config_digest", config.digest()) != config.digest():
         _refuse_other_config(saved["config"], config.model_dump(mode="json"), output_dir)
-    trained, finished = len(saved["history"]), (output_dir / "metrics.json").exists()
+    trained = len(saved["history"])
+    finished = _finished_epochs(output_dir) == trained
     minimum = trained + 1 if finished else trained  # a finished run resumes only to train more epochs
     if config.training.epochs < minimum:
         raise RunError(
             f"--resume: {output_dir} already trained {trained} epochs{' and finished' if finished else ''}; "
             f"pass {EPOCHS}=N with N >= {minimum}"
         )
+
+
+def _finished_epochs(output_dir: Path) -> int | None:
+    """The epochs of the run's last complete finish (its MLflow run ended), else None.
+
+    Not `metrics.json`: a kill -9 between writing it and ending the MLflow run leaves an unfinished run, which
+    `--resume` with the same epochs then finishes.
+    """
+    try:
+        return int(json.loads((output_dir / FINISHED).read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _refuse_other_config(before: dict[str, Any], now: dict[str, Any], output_dir: Path) -> None:
@@ -131,6 +145,7 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
         if finishing:  # killed while finishing: the run is not finished, so --resume (same epochs) finishes it
             (output_dir / "metrics.json").unlink(missing_ok=True)
         raise
+    _write_json(output_dir / FINISHED, {"epochs": len(history)})
     return RunResult(output_dir, metrics, trainer.weights(), tracker.run_id, trainer)
 
 
