@@ -22,7 +22,6 @@ import yaml
 from helpers.rendering import render, snapshot_template
 from matrix import REPO
 
-pytestmark = pytest.mark.slow
 MUTATIONS = sorted((REPO / "tests" / "mutations").glob("*.patch"))
 
 
@@ -38,6 +37,14 @@ def test_every_mutation_names_its_test_and_reason() -> None:
         assert {"test", "why"} <= set(header(patch)), f"{patch.name} lacks '# test:' or '# why:'"
 
 
+@pytest.mark.parametrize("patch", MUTATIONS, ids=lambda patch: patch.stem)
+def test_every_mutation_still_applies(patch: Path) -> None:
+    """In the fast tier: a change to the code a patch breaks shows at once, not only in the slow check."""
+    applied = subprocess.run(["git", "apply", "--check", str(patch)], cwd=REPO, capture_output=True, text=True)
+    assert applied.returncode == 0, f"{patch.name} no longer applies: {applied.stderr}"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("patch", MUTATIONS, ids=lambda patch: patch.stem)
 def test_the_named_test_catches_the_mutation(patch: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     copy = snapshot_template(tmp_path / "template")
