@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from helpers import net
 from helpers.net import free_port, mlflow_artifacts, request
 
 pytestmark = pytest.mark.slow
@@ -127,23 +128,13 @@ class TrackingServer:
             self.process = subprocess.Popen(
                 self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + 300
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        net.wait_for(f"{self.uri}/health", self.process, self.log)
 
     def stop(self) -> None:
         if self.process is not None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self.process = None
-
-    def answers(self) -> bool:
-        try:
-            return request(f"{self.uri}/health")[0] == 200
-        except OSError:
-            return False
 
     def api(self, endpoint: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         status, body = request(f"{self.uri}/api/2.0/mlflow/{endpoint}", data)
