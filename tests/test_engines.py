@@ -69,7 +69,7 @@ def engine(request: pytest.FixtureRequest) -> ast.Module:
 
 def test_the_contract_names_what_the_package_calls() -> None:
     assert set(TRAINER_PROTOCOL) >= {"__init__", "train_epoch", "evaluate", "state", "load_state", "save_model"}
-    assert set(_functions(ENGINE_PROTOCOL.body)) == {"seed_framework", "framework_versions"}
+    assert set(_functions(ENGINE_PROTOCOL.body)) == {"seed_framework", "framework_versions", "start_world"}
 
 
 def test_engine_module_keeps_the_contract(engine: ast.Module) -> None:

@@ -19,9 +19,11 @@ import mlflow.pyfunc
 import numpy as np
 import optax
 
+from . import distributed
 from .config import Config
 from .contract import FrameworkVersions
 from .data import Split
+from .world import SINGLE, World
 
 FRAMEWORK = "jax"
 MODEL_FILE = "model.npz"
@@ -58,6 +60,12 @@ def framework_versions() -> FrameworkVersions:
         "vector_isa": None,  # XLA compiles for the host CPU and does not report which SIMD extensions it used
         "threads": None,  # XLA sizes its CPU thread pool from the core count (cpu_count in run.json)
     }
+
+
+def start_world(config: Config) -> World:
+    if not config.distributed.enabled:
+        return SINGLE
+    return distributed.join(config)
 
 
 def _init_params(key: jax.Array, sizes: list[int]) -> Params:
@@ -142,7 +150,8 @@ class ServedModel(mlflow.pyfunc.PythonModel):
 class Trainer:
     """Owns parameters, optimizer state and the PRNG key, so a checkpoint can restore all of them."""
 
-    def __init__(self, config: Config, num_features: int, num_classes: int) -> None:
+    def __init__(self, config: Config, num_features: int, num_classes: int, world: World = SINGLE) -> None:
+        self.world = world
         self.config = config
         init_key, self.key = jax.random.split(jax.random.key(config.seed))
         self.params = _init_params(init_key, [num_features, *config.model.hidden_sizes, num_classes])

@@ -12,9 +12,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from . import distributed
 from .config import Config
 from .contract import FrameworkVersions
 from .data import Split
+from .world import SINGLE, World
 
 FRAMEWORK = "pytorch"
 MODEL_FILE = "model.pt"
@@ -46,6 +48,12 @@ def framework_versions() -> FrameworkVersions:
         "vector_isa": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked: AVX2, AVX512...
         "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
     }
+
+
+def start_world(config: Config) -> World:
+    if not config.distributed.enabled:
+        return SINGLE
+    return distributed.join(config)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -96,7 +104,8 @@ def _to_torch(tree: Any) -> Any:
 class Trainer:
     """Owns the model, optimizer and the loader's RNG, so a checkpoint can restore all of them."""
 
-    def __init__(self, config: Config, num_features: int, num_classes: int) -> None:
+    def __init__(self, config: Config, num_features: int, num_classes: int, world: World = SINGLE) -> None:
+        self.world = world
         self.config = config
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = _mlp(num_features, config.model.hidden_sizes, config.model.dropout, num_classes).to(self.device)

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from . import distributed
 from .config import Config
 from .contract import FrameworkVersions
 from .data import Split
+from .world import SINGLE, World
 
 FRAMEWORK = "tensorflow"
 MODEL_FILE = "model.keras"
@@ -58,6 +60,12 @@ def framework_versions() -> FrameworkVersions:
     }
 
 
+def start_world(config: Config) -> World:
+    if not config.distributed.enabled:
+        return SINGLE
+    return distributed.join(config)
+
+
 def _seeds(*key: int, count: int) -> np.ndarray:
     """`count` 32-bit seeds hashed from `key`: distinct keys give independent seeds."""
     return np.random.SeedSequence(list(key)).generate_state(count)
@@ -90,7 +98,8 @@ def _optimizer(config: Config) -> keras.optimizers.Optimizer:
 class Trainer:
     """Owns the model, the optimizer and the epoch counter that keys every random draw."""
 
-    def __init__(self, config: Config, num_features: int, num_classes: int) -> None:
+    def __init__(self, config: Config, num_features: int, num_classes: int, world: World = SINGLE) -> None:
+        self.world = world
         self.config = config
         self.epoch = 0
         self.model = _mlp(config, num_features, num_classes)

@@ -58,6 +58,12 @@ class DataConfig(_Section):
     num_workers: int = Field(default=0, ge=0)
 
 
+class DistributedConfig(_Section):
+    # false: one process on one device. true: one replica per device, in as many processes as the framework's
+    # launcher starts (README "Scale out"); results then depend on the number of replicas (run.json records it).
+    enabled: bool = False
+
+
 class PathsConfig(_Section):
     data_dir: str = "data"
     output_dir: str = "outputs"
@@ -71,6 +77,7 @@ class Config(_Section):
     training: TrainingConfig
     data: DataConfig
     paths: PathsConfig = PathsConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     def flat(self) -> dict[str, Any]:
         """The config as dotted keys, for MLflow params."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import Config
 from .data import Split
+from .world import SINGLE, World
 
 
 class FrameworkVersions(TypedDict):
@@ -31,7 +32,8 @@ class FrameworkVersions(TypedDict):
 class Engine(Protocol):
     """The engine module itself (a module satisfies a protocol: its functions are the methods, without self).
 
-    Its `Trainer` class keeps the `Trainer` protocol below and is built as `Trainer(config, num_features, num_classes)`.
+    Its `Trainer` class keeps the `Trainer` protocol below and is built as
+    `Trainer(config, num_features, num_classes, world)`.
     """
 
     MODEL_FILE: str  # the file name save_model writes in a run folder
@@ -45,22 +47,32 @@ class Engine(Protocol):
     def framework_versions(self) -> FrameworkVersions:
         """Asks the framework for its devices: call it after seed_framework (see there)."""
 
+    def start_world(self, config: Config) -> World:
+        """This process's place in the run: `SINGLE` unless `config.distributed.enabled`, else joined through the
+        framework's own launcher environment (a WorldError in one line when there is none). Call it after
+        seed_framework and before the framework's first computation."""
+
 
 @runtime_checkable
 class Trainer(Protocol):
     """Owns the model, its optimizer and every random state that decides the next epoch, so that a checkpoint
     of `state()` restores a run exactly (a resumed run matches an uninterrupted one bit for bit)."""
 
-    def __init__(self, config: Config, num_features: int, num_classes: int) -> None: ...
+    def __init__(self, config: Config, num_features: int, num_classes: int, world: World = SINGLE) -> None: ...
 
     def train_epoch(self, split: Split) -> dict[str, float]:
-        """One pass over `split` in a seeded order: the epoch's mean `loss` and `accuracy`."""
+        """One pass over `split` in a seeded order: the epoch's mean `loss` and `accuracy`. With several replicas,
+        each trains on its slice of every batch, and the scores are those of all replicas together (the same on
+        every process)."""
 
     def evaluate(self, split: Split) -> dict[str, float]:
         """`loss` and `accuracy` on `split`, without dropout; changes no state."""
 
     def state(self) -> dict[str, Any]:
-        """Everything that decides the next epoch, as NumPy arrays, numbers, lists and dicts (checkpoint.py)."""
+        """Everything that decides the next epoch, as NumPy arrays, numbers, lists and dicts (checkpoint.py).
+
+        Every process calls it (it may gather from all replicas); only the chief writes it. `load_state` of that
+        one state, on every process, restores all of them."""
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what `state()` returned, into a Trainer built from the same config."""

@@ -20,6 +20,7 @@ from .data import digest as data_digest
 from .errors import UserError
 from .settings import Settings
 from .tracking import Tracker, ensure_reachable
+from .world import World, check_same_size
 from .writable import ensure_writable
 
 History = list[dict[str, float]]  # one row per epoch: its number and scores
@@ -95,26 +96,42 @@ def _write_json(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def _run_info(config: Config, flags: dict[str, Any], output_dir: Path, data: dict[str, str]) -> dict[str, Any]:
+def _run_info(
+    config: Config, flags: dict[str, Any], output_dir: Path, data: dict[str, str], world: World
+) -> dict[str, Any]:
     previous = output_dir / "run.json"
-    if previous.exists():  # a resume: the first start stays, this one is appended
+    if previous.exists():  # a resume: the first start stays, this one is appended (on the same world size)
         return provenance.add_resume(json.loads(previous.read_text()), sys.argv)
-    return provenance.collect(config, flags, sys.argv, data)
+    return {**provenance.collect(config, flags, sys.argv, data), "world": world.record()}
 
 
 def train(config: Config, settings: Settings, output_dir: Path, resume: bool = False) -> RunResult:
-    """Train `config` into `output_dir`; with `resume`, continue from its last checkpoint."""
+    """Train `config` into `output_dir`; with `resume`, continue from its last checkpoint.
+
+    With `distributed.enabled`, every process of the launch calls this; the chief alone writes and tracks.
+    """
+    flags = seeding.seed_everything(config.seed, config.deterministic)
+    world = engine.start_world(config)
+    try:
+        return _train(config, settings, output_dir, resume, flags, world)
+    finally:
+        world.shutdown()
+
+
+def _train(
+    config: Config, settings: Settings, output_dir: Path, resume: bool, flags: dict[str, Any], world: World
+) -> RunResult:
     saved = _check_output_dir(output_dir, resume)
     if saved is not None:
         _check_resumable(saved, config, output_dir)
+        check_same_size(saved.get("world"), world, str(output_dir))
+    world.barrier()  # every process has looked at the folder before the chief writes to it
     ensure_writable(output_dir, "output folder")
-    ensure_reachable(settings.MLFLOW_TRACKING_URI)
-    flags = seeding.seed_everything(config.seed, config.deterministic)
     dataset, source = load_training_data(config)
     data = {"source": source, "sha256": data_digest(dataset)}
     if saved is not None:
         _check_same_data(saved, data)
-    trainer = engine.Trainer(config, dataset.num_features, dataset.num_classes)
+    trainer = engine.Trainer(config, dataset.num_features, dataset.num_classes, world)
 
     history: History = []
     run_id = None
@@ -122,9 +139,14 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
         trainer.load_state(saved["trainer"])
         seeding.restore_rng(saved["rng"])
         history, run_id = saved["history"], saved["mlflow_run_id"]
+    if not world.is_chief:
+        _train_epochs(config, trainer, dataset, history, output_dir, world, tracker=None)
+        metrics = _metrics(history, _prefixed("test", trainer.evaluate(dataset.test)))
+        return RunResult(output_dir, metrics, trainer.weights(), run_id or "", trainer)
 
+    ensure_reachable(settings.MLFLOW_TRACKING_URI)
     output_dir.mkdir(parents=True, exist_ok=True)
-    run_info = _run_info(config, flags, output_dir, data)
+    run_info = _run_info(config, flags, output_dir, data, world)
     tracker = Tracker.start(
         settings.MLFLOW_TRACKING_URI, config.experiment_name, settings.MLFLOW_HTTP_REQUEST_TIMEOUT, output_dir, run_id
     )
@@ -136,7 +158,7 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
         if saved is None:
             tracker.log_params(config.flat())
         tracker.log_missing(history)
-        _train_epochs(config, trainer, dataset, history, output_dir, tracker)
+        _train_epochs(config, trainer, dataset, history, output_dir, world, tracker)
         finishing = True
         metrics = _finish(config, trainer, dataset, history, output_dir, tracker)
         tracker.finish()
@@ -150,39 +172,55 @@ def train(config: Config, settings: Settings, output_dir: Path, resume: bool = F
 
 
 def _train_epochs(
-    config: Config, trainer: Trainer, dataset: Dataset, history: History, output_dir: Path, tracker: Tracker
+    config: Config,
+    trainer: Trainer,
+    dataset: Dataset,
+    history: History,
+    output_dir: Path,
+    world: World,
+    tracker: Tracker | None,
 ) -> None:
+    """Every process trains; the chief (the one with a tracker) saves each epoch's checkpoint and logs it."""
     state = {
         "config": config.model_dump(mode="json"),
         "config_digest": config.digest(),
         "data_sha256": data_digest(dataset),
-        "mlflow_run_id": tracker.run_id,
+        "mlflow_run_id": tracker.run_id if tracker else None,
+        "world": world.record(),
     }
     for epoch in tqdm(range(len(history), config.training.epochs), desc="epochs", disable=not sys.stderr.isatty()):
         train_scores = trainer.train_epoch(dataset.train)
         val_scores = trainer.evaluate(dataset.val)
         row = {"epoch": epoch + 1, **_prefixed("train", train_scores), **_prefixed("val", val_scores)}
         history.append(row)
-        checkpoint.save(
-            output_dir / "checkpoints",
-            {**state, "trainer": trainer.state(), "rng": seeding.capture_rng(), "history": history},
-            epoch=epoch + 1,
-        )
-        # Only once the checkpoint is on disk: a kill before this line re-logs nothing twice on resume
-        # (log_missing fills the gap instead).
-        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+        trainer_state = trainer.state()  # on every process: it may gather from all replicas
+        if tracker is not None:
+            checkpoint.save(
+                output_dir / "checkpoints",
+                {**state, "trainer": trainer_state, "rng": seeding.capture_rng(), "history": history},
+                epoch=epoch + 1,
+            )
+        world.barrier()  # no process runs ahead of the newest checkpoint: a resume continues all from it
+        if tracker is not None:
+            # Only once the checkpoint is on disk: a kill before this line re-logs nothing twice on resume
+            # (log_missing fills the gap instead).
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
 
 
 def _prefixed(split: str, scores: dict[str, float]) -> dict[str, float]:
     return {f"{split}_{name}": value for name, value in scores.items()}
 
 
+def _metrics(history: History, test_scores: dict[str, float]) -> dict[str, Any]:
+    final = {key: value for key, value in history[-1].items() if key != "epoch"}
+    return {"final": {**final, **test_scores}, "epochs": history}
+
+
 def _finish(
     config: Config, trainer: Trainer, dataset: Dataset, history: History, output_dir: Path, tracker: Tracker
 ) -> dict[str, Any]:
     test_scores = _prefixed("test", trainer.evaluate(dataset.test))
-    final = {key: value for key, value in history[-1].items() if key != "epoch"}
-    metrics = {"final": {**final, **test_scores}, "epochs": history}
+    metrics = _metrics(history, test_scores)
     # One point per finish (an extended run adds one), and one only when a killed finish is done again.
     tracker.log_missing([{"epoch": len(history), **test_scores}])
     resolved = output_dir / "config.yaml"
