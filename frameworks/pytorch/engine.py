@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from . import distributed
 from .config import Config
@@ -102,41 +103,62 @@ def _to_torch(tree: Any) -> Any:
 
 
 class Trainer:
-    """Owns the model, optimizer and the loader's RNG, so a checkpoint can restore all of them."""
+    """Owns the model, optimizer and the loader's RNG, so a checkpoint can restore all of them.
+
+    With a distributed world, the model trains wrapped in DistributedDataParallel (which starts every replica
+    from rank 0's weights) on a DistributedSampler's slice of each epoch; `self.model` stays the plain module.
+    """
 
     def __init__(self, config: Config, num_features: int, num_classes: int, world: World = SINGLE) -> None:
         self.world = world
         self.config = config
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # The current device: torchrun's LOCAL_RANK picked it (distributed.join); cuda:0 in a one-process run.
+        self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
         self.model = _mlp(num_features, config.model.hidden_sizes, config.model.dropout, num_classes).to(self.device)
         self.optimizer = _optimizer(config, self.model.parameters())
         self.loss = nn.CrossEntropyLoss()
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.epochs_trained = 0  # the DistributedSampler's epoch: it decides that epoch's shuffle
+        self.trained: nn.Module = self.model
+        if world.strategy == distributed.STRATEGY:
+            on_gpu = self.device.type == "cuda"
+            self.trained = DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
+            torch.manual_seed(distributed.rank_seed(config.seed, world.process_index))  # this replica's dropout
 
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
         dataset = TensorDataset(torch.from_numpy(split.features), torch.from_numpy(split.labels))
+        sampler = None
+        if shuffle and self.trained is not self.model:
+            sampler = DistributedSampler(
+                dataset, self.world.replicas, self.world.process_index, shuffle=True, seed=self.config.seed
+            )
+            sampler.set_epoch(self.epochs_trained)
         return DataLoader(
             dataset,
-            batch_size=self.config.training.batch_size,
-            shuffle=shuffle,
-            generator=self.generator if shuffle else None,
+            batch_size=self.config.training.batch_size // (self.world.replicas if sampler else 1),
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            generator=self.generator if shuffle and sampler is None else None,
             num_workers=self.config.data.num_workers,
             worker_init_fn=_seed_worker,
         )
 
     def train_epoch(self, split: Split) -> dict[str, float]:
-        self.model.train()
+        self.trained.train()
         total_loss, correct, seen = 0.0, 0, 0
         for features, labels in self._loader(split, shuffle=True):
             features, labels = features.to(self.device), labels.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            logits = self.model(features)
+            logits = self.trained(features)
             loss = self.loss(logits, labels)
             loss.backward()
             self.optimizer.step()
             total_loss += loss.item() * len(labels)
             correct += int((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
+        self.epochs_trained += 1
+        if self.trained is not self.model:  # every replica reports the scores of all of them
+            total_loss, correct, seen = distributed.sum_over_replicas(total_loss, correct, seen)
         return {"loss": total_loss / seen, "accuracy": correct / seen}
 
     @torch.no_grad()
@@ -151,25 +173,33 @@ class Trainer:
         }
 
     def state(self) -> dict[str, Any]:
-        """Everything that decides the next epoch, as NumPy values (see checkpoint.py)."""
-        return _to_numpy(
+        """Everything that decides the next epoch, as NumPy values (see checkpoint.py); with replicas, a
+        collective: each one's dropout RNG is gathered, so the chief's state restores every one of them."""
+        rng = _to_numpy(
             {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "loader_rng": self.generator.get_state(),
             }
         )
+        if self.trained is not self.model:
+            rng["replica_rng"] = distributed.gathered(dict(rng))
+        return {
+            **_to_numpy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}),
+            **rng,
+            "loader_rng": _to_numpy(self.generator.get_state()),
+            "epochs_trained": self.epochs_trained,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         restored = _to_torch(state)
         self.model.load_state_dict(restored["model"])
         self.optimizer.load_state_dict(restored["optimizer"])
-        torch.set_rng_state(restored["torch_rng"])
-        if restored["cuda_rng"]:
-            torch.cuda.set_rng_state_all(restored["cuda_rng"])
+        rng = restored["replica_rng"][self.world.process_index] if "replica_rng" in restored else restored
+        torch.set_rng_state(rng["torch_rng"])
+        if rng["cuda_rng"]:
+            torch.cuda.set_rng_state_all(rng["cuda_rng"])
         self.generator.set_state(restored["loader_rng"])
+        self.epochs_trained = int(restored.get("epochs_trained", 0))
 
     @torch.no_grad()
     def predict(self, features: np.ndarray) -> np.ndarray:
