@@ -23,7 +23,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, help="run directory (default: OUTPUT_DIR/EXPERIMENT-seedSEED)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
-    return parser.parse_args(argv)
+    # Intermixed: overrides may come before and after options (`a=1 --resume b=2`), as launch scripts append them.
+    return parser.parse_intermixed_args(argv)
 
 
 @reports_user_errors
