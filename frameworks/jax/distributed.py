@@ -12,6 +12,7 @@
 JAX reads no variable for the process count and id outside those clusters; this module reads them:
 - JAX_NUM_PROCESSES, JAX_PROCESS_ID (0 is the chief), given to `initialize` when set.
 With none of these, a run is one process, data-parallel over its own devices (`jax.devices()`).
+A process that cannot reach the coordinator is ended by JAX itself (DEADLINE_EXCEEDED, after 300 s).
 """
 
 from __future__ import annotations
