@@ -102,28 +102,49 @@ class _Compiled(NamedTuple):
     scores: Callable[..., Any]
 
 
+def _mean(values: jax.Array, valid: jax.Array | None) -> jax.Array:
+    """The mean over a batch's rows; with `valid`, over its rows that are not padding."""
+    return values.mean() if valid is None else jnp.where(valid, values, 0).sum() / valid.sum()
+
+
 @functools.cache
-def _compiled(dropout: float, optimizer_name: str, learning_rate: float, weight_decay: float) -> _Compiled:
-    """Jitted step and evaluation, cached per hyper-parameters so every run in a process reuses them."""
+def _compiled(
+    dropout: float, optimizer_name: str, learning_rate: float, weight_decay: float, replicated: Any = None
+) -> _Compiled:
+    """Jitted step and evaluation, cached per hyper-parameters so every run in a process reuses them.
+
+    With a `replicated` sharding (data parallel), every input batch is split over the replicas and comes with its
+    `valid` rows; parameters, optimizer state and scores stay copied on every device.
+    """
     optimizer = _optimizer(optimizer_name, learning_rate, weight_decay)
+    jit = jax.jit if replicated is None else functools.partial(jax.jit, out_shardings=replicated)
 
-    def loss(params: Params, features: jax.Array, labels: jax.Array, key: jax.Array | None) -> Any:
+    def loss(params: Params, features: jax.Array, labels: jax.Array, key: jax.Array | None, valid: Any) -> Any:
         logits = _forward(params, features, dropout, key)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+        return _mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels), valid), logits
 
-    @jax.jit
-    def step(params: Params, opt_state: Any, features: jax.Array, labels: jax.Array, key: jax.Array) -> Any:
-        (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params, features, labels, key)
+    @jit
+    def step(
+        params: Params, opt_state: Any, features: jax.Array, labels: jax.Array, key: jax.Array, valid: Any = None
+    ) -> Any:
+        (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params, features, labels, key, valid)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        correct = (logits.argmax(axis=1) == labels).sum()
+        hits = logits.argmax(axis=1) == labels
+        correct = (hits if valid is None else hits & valid).sum()
         return optax.apply_updates(params, updates), opt_state, value, correct
 
-    @jax.jit
-    def scores(params: Params, features: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-        value, logits = loss(params, features, labels, None)
-        return value, (logits.argmax(axis=1) == labels).mean()
+    @jit
+    def scores(params: Params, features: jax.Array, labels: jax.Array, valid: Any = None) -> Any:
+        value, logits = loss(params, features, labels, None, valid)
+        return value, _mean(logits.argmax(axis=1) == labels, valid)
 
     return _Compiled(optimizer, step, scores)
+
+
+def _params(arrays: list[np.ndarray]) -> Params:
+    """Arrays (weights, bias, weights, ...) as the model's parameters; host arrays land on the default device."""
+    leaves = [jnp.asarray(array) for array in arrays]
+    return list(zip(leaves[::2], leaves[1::2], strict=True))
 
 
 def _logits(params: Params, features: np.ndarray) -> np.ndarray:
@@ -140,26 +161,33 @@ class ServedModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         arrays = np.load(context.artifacts["weights"])
-        leaves = [jnp.asarray(arrays[f"arr_{index}"]) for index in range(len(arrays.files))]
-        self.params = list(zip(leaves[::2], leaves[1::2], strict=True))
+        self.params = _params([arrays[f"arr_{index}"] for index in range(len(arrays.files))])
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         return _logits(self.params, np.asarray(model_input, dtype=np.float32))
 
 
 class Trainer:
-    """Owns parameters, optimizer state and the PRNG key, so a checkpoint can restore all of them."""
+    """Owns parameters, optimizer state and the PRNG key, so a checkpoint can restore all of them.
+
+    In a data_parallel `world` they are copied on every device of the run, every process draws the same shuffle
+    and dropout key, and each device trains on its slice of every batch (distributed.py).
+    """
 
     def __init__(self, config: Config, num_features: int, num_classes: int, world: World = SINGLE) -> None:
         self.world = world
         self.config = config
+        self.parallel = distributed.DataParallel() if world.strategy == distributed.STRATEGY else None
         init_key, self.key = jax.random.split(jax.random.key(config.seed))
         self.params = _init_params(init_key, [num_features, *config.model.hidden_sizes, num_classes])
         training = config.training
         self.compiled = _compiled(
-            config.model.dropout, training.optimizer, training.learning_rate, training.weight_decay
-        )
+            config.model.dropout, training.optimizer, training.learning_rate, training.weight_decay,
+            None if self.parallel is None else self.parallel.replicated,
+        )  # fmt: skip
         self.opt_state = self.compiled.optimizer.init(self.params)
+        if self.parallel is not None:
+            self.load_state(self.state())  # drawn on this process's device as on one, then copied to all
 
     def train_epoch(self, split: Split) -> dict[str, float]:
         self.key, shuffle_key, dropout_key = jax.random.split(self.key, 3)
@@ -168,20 +196,30 @@ class Trainer:
         total_loss, correct = 0.0, 0
         for step, start in enumerate(range(0, len(order), batch_size)):
             batch = order[start : start + batch_size]
+            features, labels, valid = self._placed(split.features[batch], split.labels[batch])
             self.params, self.opt_state, loss, hits = self.compiled.step(
-                self.params, self.opt_state, split.features[batch], split.labels[batch],
-                jax.random.fold_in(dropout_key, step),
-            )  # fmt: skip
+                self.params, self.opt_state, features, labels, jax.random.fold_in(dropout_key, step), valid
+            )
             total_loss += float(loss) * len(batch)
             correct += int(hits)
         return {"loss": total_loss / len(order), "accuracy": correct / len(order)}
 
     def evaluate(self, split: Split) -> dict[str, float]:
-        loss, accuracy = self.compiled.scores(self.params, split.features, split.labels)
+        loss, accuracy = self.compiled.scores(self.params, *self._placed(split.features, split.labels))
         return {"loss": float(loss), "accuracy": float(accuracy)}
 
+    def _placed(self, features: np.ndarray, labels: np.ndarray) -> tuple[Any, Any, Any]:
+        """A batch as the compiled code takes it: as is on one device; with replicas, padded to a multiple of
+        them (padding repeats rows that then count for nothing) and split over them, with its valid rows."""
+        if self.parallel is None:
+            return features, labels, None
+        valid = self.parallel.valid_rows(len(labels))
+        rows = np.resize(np.arange(len(labels)), len(valid))
+        return self.parallel.shard(features[rows]), self.parallel.shard(labels[rows]), self.parallel.shard(valid)
+
     def state(self) -> dict[str, Any]:
-        """Everything that decides the next epoch, as NumPy values (see checkpoint.py)."""
+        """Everything that decides the next epoch, as NumPy values (see checkpoint.py); copied on every device
+        when distributed, so each process holds all of it."""
         return {
             "params": self.weights(),
             "opt_state": [np.asarray(leaf) for leaf in jax.tree.leaves(self.opt_state)],
@@ -189,15 +227,16 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        arrays = iter(state["params"])
-        self.params = [(jnp.asarray(next(arrays)), jnp.asarray(next(arrays))) for _ in self.params]
+        if self.parallel is not None:
+            state = {part: self.parallel.replicate(state[part]) for part in ("params", "opt_state", "key")}
+        self.params = _params(state["params"])
         structure = jax.tree.structure(self.compiled.optimizer.init(self.params))
         self.opt_state = jax.tree.unflatten(structure, [jnp.asarray(leaf) for leaf in state["opt_state"]])
         self.key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """Logits, computed as the logged MLflow model computes them (see ServedModel)."""
-        return _logits(self.params, features)
+        """Logits, computed as the logged MLflow model computes them (see ServedModel), on this process alone."""
+        return _logits(_params(self.weights()), features)
 
     def log_model(self, **options: Any) -> None:
         """Log the model as an MLflow pyfunc (`options`: name, signature, input_example); the weights are an artifact.
