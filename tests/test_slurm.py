@@ -20,7 +20,8 @@ from helpers.slurm import ENDED, Cluster, install
 
 pytestmark = pytest.mark.slow
 
-# Small enough for 2 cores, long enough (a few seconds an epoch) for the requeue to land mid-run.
+# Small enough for 2 cores, long enough (seconds an epoch: a wide model, small batches) for the requeue to land
+# mid-run, after the first checkpoint and before the last epoch.
 OVERRIDES = ["data.dataset=synthetic", "training.epochs=3", "training.batch_size=2", "model.hidden_sizes=[1024,1024]"]
 
 
@@ -58,8 +59,10 @@ def test_sbatch_script_trains_on_two_processes_and_requeues_to_resume(
 ) -> None:
     project, env = installed_project("pytorch")
 
+    started = time.monotonic()
     through = tmp_path / "through"
     _finished(cluster, project, _submit(cluster, project, env, through))
+    print(f"slurm: the job ran through in {time.monotonic() - started:.0f} s")
     metrics = json.loads((through / "metrics.json").read_text())
     losses = [row["train_loss"] for row in metrics["epochs"]]
     assert losses[-1] < losses[0], losses
@@ -78,6 +81,7 @@ def test_sbatch_script_trains_on_two_processes_and_requeues_to_resume(
     assert not (requeued / "metrics.json").exists(), "the run finished before the requeue: raise training.epochs"
     cluster("scontrol", "update", f"JobId={job_id}", "StartTime=now")  # a requeued job otherwise waits ~2 min
     job = _finished(cluster, project, job_id)
+    print(f"slurm: both jobs done {time.monotonic() - started:.0f} s after the first was submitted")
     assert job["Restarts"] == "1", job
     log = (project / f"slurm-{job_id}.out").read_text()
     assert f"continuing the run in {requeued}" in log, log[-4000:]
