@@ -90,7 +90,8 @@ def test_kubernetes_job_is_one_rendezvous_of_non_root_pods(combo: Combo, rendere
     assert next(iter(env)) == "JOB_COMPLETION_INDEX", "$(JOB_COMPLETION_INDEX) expands only in variables after it"
     launch = COMPAT["frameworks"][combo.framework]["launch"]
     script = container["args"][0]
-    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0, script
+    shellcheck = subprocess.run([tool("shellcheck"), "--shell=sh", "-"], input=script, capture_output=True, text=True)
+    assert shellcheck.returncode == 0, shellcheck.stdout + shellcheck.stderr
     words = shlex.split(script.split("fi;", 1)[1])
     assert words[words.index("train.py") :][-1] == "distributed.enabled=true"
     host = f"{name}-0.{service['metadata']['name']}"
@@ -217,6 +218,16 @@ def test_make_train_distributed_starts_what_compat_says(
     assert sorted(got, key=str) == sorted(expected, key=str)
     if "TF_CONFIG" in launch["env"]:
         assert {json.loads(told["TF_CONFIG"])["task"]["index"] for told in got} == {0, 1, 2}
+
+
+@pytest.mark.parametrize("nproc", ["0", "two", ""])
+def test_make_train_distributed_refuses_a_bad_nproc_in_one_line(default_project: Path, nproc: str) -> None:
+    result = subprocess.run(
+        ["make", "-s", "train-distributed", f"NPROC={nproc}", "BIN=/nonexistent"],
+        cwd=default_project, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == f"error: NPROC='{nproc}' is not a number of processes", result.stderr
 
 
 def test_launch_facts_use_known_placeholders() -> None:
