@@ -28,7 +28,8 @@ CORE_FILES = [
     ".copier-answers.yml", ".dockerignore", ".env.example", ".gitignore", ".pre-commit-config.yaml",
     ".python-version", ".github/workflows/ci.yml", "Dockerfile", "Makefile", "README.md", "compose.yaml",
     "compose.team.yaml", "team/basic_auth.ini", "team/create-auth-db.sql", "configs/baseline.yaml", "pyproject.toml",
-    "train.py", "tests/test_reproducibility.py",
+    "train.py", "tests/test_reproducibility.py", "slurm/train.sbatch", "k8s/job.yaml", "k8s/service.yaml",
+    "k8s/configmap.yaml", "k8s/pvc.yaml",
 ]  # fmt: skip
 
 
@@ -113,9 +114,8 @@ def _jsonschema_failures(root: Path, files: list[str], schema: str) -> dict[str,
 
 @pytest.fixture(scope="session")
 def compose_findings(matrix_root: Path) -> dict[str, list[str]]:
-    composes = sorted(
-        str(path) for name in ("compose.yaml", "compose.team.yaml") for path in matrix_root.glob(f"*/{name}")
-    )
+    names = ("compose.yaml", "compose.team.yaml", "compose.gpu.yaml", "compose.multigpu.yaml")
+    composes = sorted(str(path) for name in names for path in matrix_root.glob(f"*/{name}"))
     return _jsonschema_failures(matrix_root, composes, "vendor.compose-spec")
 
 
@@ -190,6 +190,9 @@ def test_renders_completely(combo: Combo, rendered_matrix: dict[str, Path]) -> N
     expected = [*CORE_FILES, COMPAT["managers"][combo.manager]["source"], *(["dvc.yaml"] if combo.use_dvc else [])]
     assert not [name for name in expected if name not in names], "missing files"
     assert not [name for name in names if name.endswith(".jinja")]
+    gpu_overrides = {"compose.gpu.yaml", "compose.multigpu.yaml"}
+    assert names & gpu_overrides == (gpu_overrides if combo.cuda != "cpu" else set()), "GPU overrides on GPU hosts"
+
     leftovers = []
     for path in _files(project):
         text = GITHUB_EXPRESSION.sub("", path.read_text(errors="replace"))
