@@ -193,6 +193,7 @@ def test_a_broken_tf_config_is_one_line(cluster: Cluster, tmp_path: Path) -> Non
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-        "error: TF_CONFIG: not TensorFlow's cluster JSON (KeyError('task')); see README 'Scale out'"
+        "error: TF_CONFIG must name the cluster and this task in it, as TensorFlow documents (KeyError('task')); "
+        "see README 'Scale out'"
     ]
     assert not (tmp_path / "run").exists()

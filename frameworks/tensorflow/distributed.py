@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 
 import tensorflow as tf
@@ -82,9 +83,14 @@ def _strategy() -> tf.distribute.Strategy:
 
 def _check_tf_config(text: str) -> None:
     try:
-        task_type = json.loads(text)["task"]["type"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise WorldError(f"TF_CONFIG: not TensorFlow's cluster JSON ({error!r}); see README 'Scale out'") from None
+        tf_config = json.loads(text)
+        task_type, index = tf_config["task"]["type"], tf_config["task"]["index"]
+        tf_config["cluster"][task_type][index]  # this task's address
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise WorldError(
+            f"TF_CONFIG must name the cluster and this task in it, as TensorFlow documents ({error!r}); "
+            "see README 'Scale out'"
+        ) from None
     if task_type not in _WORKER_JOBS:
         raise WorldError(f"TF_CONFIG: task type {task_type!r}; MultiWorkerMirroredStrategy trains on chief/worker")
 
@@ -97,8 +103,8 @@ def _slurm_resolver(gpus: int) -> tf.distribute.cluster_resolver.ClusterResolver
     nvidia-smi and gives CPU tasks no port): Slurm binds GPUs to tasks, and each worker trains on those it sees.
     """
     tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
-    reserved = os.environ.get("SLURM_STEP_RESV_PORTS", "")
-    port_base = int(reserved.split("-")[0]) if reserved[:1].isdigit() else _SLURM_PORT_BASE
+    reserved = re.match(r"\d+", os.environ.get("SLURM_STEP_RESV_PORTS", ""))  # e.g. 12000-12003
+    port_base = int(reserved.group()) if reserved else _SLURM_PORT_BASE
     try:
         slurm = tf.distribute.cluster_resolver.SlurmClusterResolver(
             port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False

@@ -232,9 +232,11 @@ class Trainer:
     def _standalone(self) -> keras.Sequential:
         """The trained model outside any strategy, for what the chief does alone.
 
-        Keras would predict or save a model built in a MultiWorkerMirroredStrategy's scope through that strategy,
-        with collectives every worker must join (TensorFlow's rule: all save, each to its own path). A copy of the
-        weights into a model built outside the scope holds no distributed variable: no collective, one writer.
+        Keras predicts with a model built in a strategy's scope through that strategy: under
+        MultiWorkerMirroredStrategy, collectives every worker must join (the chief alone would wait forever).
+        TensorFlow's saving rule (every worker saves, each to its own path) is for saves that aggregate variables
+        across workers; this copy of the weights, built outside the scope, holds no distributed variable, so the
+        chief alone saves and logs it.
         """
         if self.strategy is None:
             return self.model
