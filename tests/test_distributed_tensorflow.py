@@ -61,6 +61,7 @@ class Cluster:
     def __init__(self, project: Path, env: dict[str, str], root: Path) -> None:
         self.project, self.env, self.root = project, env, root
         self.python = str(project / ".venv" / "bin" / "python")
+        self.package = next(path.name for path in (project / "src").iterdir() if (path / "cli.py").exists())
 
     def env_for(self, home: Path, **extra: str) -> dict[str, str]:
         home.mkdir(parents=True, exist_ok=True)
@@ -89,8 +90,7 @@ class Cluster:
 
     def train_on_two_cpus(self, name: str) -> Launch:
         output_dir, home = self.root / name, self.root / f"{name}-home0"
-        package = next(path.name for path in (self.project / "src").iterdir() if (path / "cli.py").exists())
-        command = [self.python, "-c", TWO_CPUS.format(package=package), *ARGS, "--output-dir", str(output_dir)]
+        command = [self.python, "-c", TWO_CPUS.format(package=self.package), *ARGS, "--output-dir", str(output_dir)]
         return finish(output_dir, [home], [self.popen(command, self.env_for(home))])
 
 
@@ -197,3 +197,25 @@ def test_a_broken_tf_config_is_one_line(cluster: Cluster, tmp_path: Path) -> Non
         "see README 'Scale out'"
     ]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("reserved", "ports"), [(None, (8888, 8889)), ("12000-12001", (12000, 12001))], ids=["default-ports", "resv-ports"]
+)
+def test_a_slurm_step_resolves_to_its_tasks(cluster: Cluster, tmp_path: Path, reserved: str | None, ports) -> None:
+    """What `srun` sets for 4 tasks on 2 nodes, resolved as this project does; the strategy on top is the same as
+    TF_CONFIG's (the launch-files test runs it under a real Slurm)."""
+    slurm = {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "node[07-08]",
+             "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}  # fmt: skip
+    if reserved:
+        slurm["SLURM_STEP_RESV_PORTS"] = reserved
+    probe = (
+        f"import json; from {cluster.package}.distributed import _slurm_resolver as resolve; r = resolve(0); "
+        "print(json.dumps([r.cluster_spec().as_dict(), r.task_type, r.task_id, r.num_accelerators()]))"
+    )
+    env = cluster.env_for(tmp_path / "home", **slurm)
+    command = [cluster.python, "-c", probe]
+    result = subprocess.run(command, cwd=cluster.project, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hosts = [f"{node}:{port}" for node in ("node07", "node08") for port in ports]
+    assert json.loads(result.stdout.splitlines()[-1]) == [{"worker": hosts}, "worker", 3, {"GPU": 0}]
