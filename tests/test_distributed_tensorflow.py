@@ -203,8 +203,8 @@ def test_a_broken_tf_config_is_one_line(cluster: Cluster, tmp_path: Path) -> Non
     ("reserved", "ports"), [(None, (8888, 8889)), ("12000-12001", (12000, 12001))], ids=["default-ports", "resv-ports"]
 )
 def test_a_slurm_step_resolves_to_its_tasks(cluster: Cluster, tmp_path: Path, reserved: str | None, ports) -> None:
-    """What `srun` sets for 4 tasks on 2 nodes, resolved as this project does; the strategy on top is the same as
-    TF_CONFIG's (the launch-files test runs it under a real Slurm)."""
+    """What `srun` sets for 4 tasks on 2 nodes, resolved as the project does (no Slurm here): the strategy built on
+    it is the one the TF_CONFIG launches above run."""
     slurm = {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "node[07-08]",
              "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}  # fmt: skip
     if reserved:

@@ -52,8 +52,9 @@ def strategy(world: World) -> tf.distribute.Strategy | None:
 
 @contextlib.contextmanager
 def peers_reachable() -> Iterator[None]:
-    """A collective op whose peer process stopped fails after TensorFlow's heartbeat timeout: one line, not a graph
-    traceback. Each worker's last checkpointed epoch is the chief's, so all of them can resume from it."""
+    """A collective op whose peer process stopped fails within seconds (its connection closes, or TensorFlow's
+    heartbeat times out): one line, not a graph traceback. Every process saw the chief's last checkpoint (the runner
+    waits for it), so all of them resume from it."""
     try:
         yield
     except tf.errors.UnavailableError as error:
@@ -99,8 +100,10 @@ def _slurm_resolver(gpus: int) -> tf.distribute.cluster_resolver.ClusterResolver
     """The step's tasks as TensorFlow workers: hosts from SLURM_STEP_NODELIST, this task from SLURM_PROCID.
 
     SlurmClusterResolver gives the k-th task on a node port base+k (base: the first of SLURM_STEP_RESV_PORTS when
-    `srun --resv-ports` reserved some, else 8888). Its own GPU split is bypassed (it fails on nodes without
-    nvidia-smi and gives CPU tasks no port): Slurm binds GPUs to tasks, and each worker trains on those it sees.
+    `srun --resv-ports` reserved some, else 8888). It hands out ports only with GPUs (one per `gpus_per_task` of
+    `gpus_per_node`), fails without nvidia-smi and rewrites CUDA_VISIBLE_DEVICES; so it is told of one GPU per task,
+    enough for every task of a node, and leaves devices alone: Slurm binds GPUs to tasks, each worker trains on
+    those it sees (all workers must see as many).
     """
     tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
     reserved = re.match(r"\d+", os.environ.get("SLURM_STEP_RESV_PORTS", ""))  # e.g. 12000-12003
