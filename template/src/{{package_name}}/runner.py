@@ -142,6 +142,7 @@ def _train(
     if not world.is_chief:
         _train_epochs(config, trainer, dataset, history, output_dir, world, tracker=None)
         metrics = _metrics(history, _prefixed("test", trainer.evaluate(dataset.test)))
+        world.barrier()  # stay until the chief has finished: a peer that left early reads as a crashed one
         return RunResult(output_dir, metrics, trainer.weights(), run_id or "", trainer)
 
     ensure_reachable(settings.MLFLOW_TRACKING_URI)
@@ -168,6 +169,7 @@ def _train(
             (output_dir / "metrics.json").unlink(missing_ok=True)
         raise
     _write_json(output_dir / FINISHED, {"epochs": len(history)})
+    world.barrier()
     return RunResult(output_dir, metrics, trainer.weights(), tracker.run_id, trainer)
 
 
