@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from . import checkpoint, engine, plots, provenance, seeding
@@ -78,6 +80,9 @@ def _finished_epochs(output_dir: Path) -> int | None:
 
 
 def _refuse_other_config(before: dict[str, Any], now: dict[str, Any], output_dir: Path) -> None:
+    # A key added to the config since the checkpoint (after a template update) holds its default there: no change.
+    with contextlib.suppress(ValidationError):
+        before = Config.model_validate(before).model_dump(mode="json")
     changed = [key for key in differing_keys(before, now) if key != EPOCHS]
     if changed:
         old, new = flatten(before), flatten(now)
