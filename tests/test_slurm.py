@@ -38,12 +38,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.stop()
 
 
-def _submit(cluster: Cluster, project: Path, env: dict[str, str], run_dir: Path) -> str:
+def _submit(
+    cluster: Cluster, project: Path, env: dict[str, str], run_dir: Path, overrides: list[str] = OVERRIDES
+) -> str:
     # The job inherits this environment (sbatch --export=ALL): HOME, the tracking URI, RUN_DIR, PORT.
     env = {**env, **cluster.env, "RUN_DIR": str(run_dir), "PORT": str(free_port()), "GLOO_SOCKET_IFNAME": "lo"}
     # The log beside the run, not in the (shared) project folder; `#SBATCH` lines give way to the command line.
     log = run_dir.parent / f"{run_dir.name}-%j.out"
-    command = ["sbatch", "--parsable", f"--output={log}", "slurm/train.sbatch", *OVERRIDES]
+    command = ["sbatch", "--parsable", f"--output={log}", "slurm/train.sbatch", *overrides]
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"sbatch: {result.stderr}\n{cluster.logs()}"
     return result.stdout.strip().split(";")[0]  # --parsable: JOBID[;CLUSTER]
@@ -102,3 +104,17 @@ def test_sbatch_script_trains_on_two_processes_and_requeues_to_resume(
     found = subprocess.run([project / ".venv/bin/python", "-c", query, run_id], env=env, capture_output=True,
                            text=True, timeout=120, check=True)  # fmt: skip
     assert json.loads(found.stdout.splitlines()[-1]) == ["FINISHED", len(metrics["epochs"])]
+
+
+@pytest.mark.parametrize("framework", ["jax", "tensorflow"])
+def test_sbatch_script_runs_one_task_per_process(cluster: Cluster, installed_project, framework: str, tmp_path: Path):
+    """JAX and TensorFlow: srun starts the 2 processes, each finds its place from Slurm's variables itself."""
+    project, env = installed_project(framework)
+    run_dir = tmp_path / "run"
+    _finished(
+        cluster, run_dir, _submit(cluster, project, env, run_dir, ["data.dataset=synthetic", "training.epochs=3"])
+    )
+    losses = [row["train_loss"] for row in json.loads((run_dir / "metrics.json").read_text())["epochs"]]
+    assert losses[-1] < losses[0], losses
+    world = json.loads((run_dir / "run.json").read_text())["world"]
+    assert (world["processes"], world["replicas"]) == (2, 2), world
