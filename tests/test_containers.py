@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.podman import install_engine
 from helpers.rendering import combo_params
 from helpers.tools import tool
 from matrix import COMPAT, FRAMEWORKS, Combo
@@ -48,21 +49,30 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_
     names = {stage[0].split()[-1] for stage in stages if " AS " in stage[0]}
     images = [stage[0].split()[1] for stage in stages if stage[0].split()[1] not in names]  # not FROM <stage>
     assert all(":" in image and not image.endswith(":latest") for image in images), images
-    builder, runtime = stages[-2], stages[-1]
-    mlflow = next(stage for stage in stages if stage[0].endswith(" AS mlflow"))
+    by_name = {stage[0].split()[-1]: stage for stage in stages if " AS " in stage[0]}
+    builder, app = by_name["builder"], by_name["app"]
+    assert stages[-1] == [
+        "FROM app AS runtime",
+        'CMD ["python", "train.py", "--config", "configs/baseline.yaml", "--seed", "42"]',
+    ], "a plain `docker build .` must give the training image"
+    serve = by_name["serve"]
+    assert serve[0] == "FROM app AS serve" and "EXPOSE 8080" in serve, serve
+    assert any(line.startswith("HEALTHCHECK ") and "/health" in line for line in serve), serve
+    assert serve[-1].startswith('CMD ["python", "-m", ') and '"--port", "8080"' in serve[-1], serve
+    mlflow = by_name["mlflow"]
     assert mlflow[0] == f"FROM {COMPAT['images']['mlflow']} AS mlflow"
     assert mlflow[-1] == "USER ${UID}:${GID}" and "chown" in " ".join(mlflow), (
         "compose's MLflow server must run as the non-root UID/GID build args"
     )
     assert builder[0] == f"FROM {_runtime_image(combo)} AS builder"
-    assert runtime[0] == f"FROM {_runtime_image(combo)} AS runtime"
+    assert app[0] == f"FROM {_runtime_image(combo)} AS app"
     manager = COMPAT["managers"][combo.manager]
     lock = manager["lock"]
     assert any(line.startswith("COPY ") and lock in line for line in builder), f"builder does not copy {lock}"
     expected = manager["locked_install"]  # what the builder must run so that the image holds exactly the lock
     runs = [line for line in builder if line.startswith("RUN ")]
     assert any(all(part in line for part in expected) for line in runs), f"no locked install {expected}: {runs}"
-    runtime_text = "\n".join(runtime)
+    runtime_text = "\n".join(app)
     for variable in (
         "PYTHONHASHSEED=0",
         "CUBLAS_WORKSPACE_CONFIG=:4096:8",
@@ -72,17 +82,17 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_
         assert variable in runtime_text
     for label in ("source", "revision", "version"):
         assert f"org.opencontainers.image.{label}=" in runtime_text
-    assert {"ARG UID=1000", "ARG GID=1000"} <= set(runtime)
-    assert runtime[-2] == "USER ${UID}:${GID}", "the image must run as the non-root UID/GID build args"
+    assert {"ARG UID=1000", "ARG GID=1000"} <= set(app)
+    assert app[-1] == "USER ${UID}:${GID}", "the images must run as the non-root UID/GID build args"
     if combo.cuda != "cpu" and manager["builder"] == "uv":
-        assert "COPY --from=builder /opt/python /opt/python" in runtime, "the CUDA image needs the portable Python"
+        assert "COPY --from=builder /opt/python /opt/python" in app, "the CUDA image needs the portable Python"
 
 
 @pytest.mark.parametrize("combo", combo_params())
 def test_compose_stack_is_local_only_and_secure(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
     compose = yaml.safe_load((rendered_matrix[combo.id] / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"trainer", "mlflow", "jupyter"}
+    assert set(services) == {"trainer", "mlflow", "jupyter", "dev", "serve", "prometheus", "grafana"}
     for name, service in services.items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:${"), f"{name} publishes {port} beyond loopback or on a fixed port"
@@ -100,16 +110,36 @@ def test_compose_stack_is_local_only_and_secure(combo: Combo, rendered_matrix: d
         assert service["shm_size"] == "1gb", "DataLoader workers need more than Docker's 64 MB /dev/shm"
         shared = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", **FRAMEWORKS[combo.framework]["gpu_memory_env"]}
         assert shared.items() <= service["environment"].items()
-    assert trainer["build"]["target"] == jupyter["build"]["target"] == "runtime"
+    assert (
+        trainer["build"]["target"] == "runtime"
+        and jupyter["build"]["target"] == services["dev"]["build"]["target"] == "dev"
+    )
+    dev = services["dev"]
+    assert (
+        dev["profiles"] == ["dev"] and dev["volumes"] == [".:/app"] and dev["environment"]["PYTHONPATH"] == "/app/src"
+    )
     assert mlflow["build"]["target"] == "mlflow", "MLflow runs from the Dockerfile's non-root stage"
     flags = mlflow["command"]
     assert flags[:2] == ["mlflow", "server"] and "--serve-artifacts" in flags
     assert any(flag.startswith("--allowed-hosts=") and "mlflow" in flag for flag in flags)
     assert any(flag.startswith("--cors-allowed-origins=") for flag in flags)
     assert "/health" in " ".join(mlflow["healthcheck"]["test"])
+    assert "--expose-prometheus=/mlflow/metrics" in flags, "the monitoring profile scrapes MLflow"
+    serve, prometheus, grafana = services["serve"], services["prometheus"], services["grafana"]
+    assert serve["build"]["target"] == "serve" and serve["profiles"] == ["serve", "monitoring"]
+    assert serve["volumes"] == ["./outputs:/app/outputs:ro"], "the model server only reads the runs"
+    assert serve["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    for name, service in (("prometheus", prometheus), ("grafana", grafana)):
+        assert service["image"] == COMPAT["images"][name] and service["profiles"] == ["monitoring"]
+        assert "user" not in service, f"{name} keeps its image's non-root user"
+    assert "./monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    check = grafana["entrypoint"][-1]
+    assert check.startswith('[ -n "$$GF_SECURITY_ADMIN_PASSWORD" ] ||') and check.endswith("exec /run.sh"), check
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"  # noqa: S105
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     volume_targets = {volume.split(":")[1] for volume in mlflow["volumes"]}
     assert {"/mlflow/db", "/mlflow/artifacts"} <= volume_targets
-    assert jupyter["image"] == trainer["image"], "jupyter must run the project's image"
+    assert jupyter["image"] == dev["image"] != trainer["image"], "jupyter runs the dev image"
     assert jupyter["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?"), "the token must never be empty"
     assert "user" not in jupyter or not str(jupyter["user"]).startswith(("0", "root"))
 
@@ -122,7 +152,7 @@ def test_gpu_hosts_add_every_gpu_through_an_override(combo: Combo, rendered_matr
         return
     services = yaml.safe_load(override.read_text())["services"]
     gpu = [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-    assert set(services) == {"trainer", "jupyter"}
+    assert set(services) == {"trainer", "jupyter", "dev"}
     for service in services.values():
         assert service["deploy"]["resources"]["reservations"]["devices"] == gpu
     assert "compose.gpu.yaml" in (rendered_matrix[combo.id] / "README.md").read_text(), "README must say how"
@@ -138,8 +168,9 @@ def test_dockerignore_keeps_secrets_and_data_out(combo: Combo, rendered_matrix: 
 @pytest.fixture(scope="session")
 def compose_verdict(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
     """`podman-compose [--profile P] config` over compose files given as (name, text) with a given .env: the merged
-    YAML, or "refused: <last line of the error>". podman-compose is pinned in requirements-dev.txt and needs no
-    engine for `config`. Cached: few inputs differ."""
+    YAML, or "refused: <last line of the error>". podman-compose is pinned in requirements-dev.txt; even `config`
+    asks `podman version` first, so the engine is installed when missing. Cached: few inputs differ."""
+    install_engine()
     podman_compose = tool("podman-compose")
 
     @functools.cache

@@ -187,6 +187,7 @@ def stack(podman: Podman, installed_project, tmp_path: Path) -> Iterator[tuple[C
         "JUPYTER_TOKEN": secrets.token_hex(16),
         "MLFLOW_PORT": str(free_port()),
         "JUPYTER_PORT": str(free_port()),
+        "SERVE_PORT": str(free_port()),
     }
     lines = [
         f"{name}={settings[name]}" if name in settings else line
@@ -203,7 +204,7 @@ def stack(podman: Podman, installed_project, tmp_path: Path) -> Iterator[tuple[C
         compose("down", "-v", check=False, timeout=300)
 
 
-def test_compose_stack_trains_tracks_and_guards_jupyter(stack: tuple[Compose, dict[str, str]]) -> None:
+def test_compose_stack_trains_tracks_serves_and_guards_jupyter(stack: tuple[Compose, dict[str, str]]) -> None:
     compose, settings = stack
     compose("build")
     compose("up", "-d", "mlflow")
@@ -225,6 +226,17 @@ def test_compose_stack_trains_tracks_and_guards_jupyter(stack: tuple[Compose, di
         time.sleep(1)
     assert status == 403, "JupyterLab must refuse requests without its token"
     assert request(f"{jupyter}/api/status", headers={"Authorization": f"token {settings['JUPYTER_TOKEN']}"})[0] == 200
+
+    # The serve image serves the trainer's run (SERVE_MODEL's default), resolved on the compose MLflow server.
+    compose("--profile", "serve", "up", "-d", "serve")
+    compose.wait_healthy("serve")
+    serve = f"http://127.0.0.1:{settings['SERVE_PORT']}"
+    status, body = request(f"{serve}/invocations", {"inputs": [[0.0] * 64, [1.0] * 64]})  # digits: 64 pixels
+    assert status == 200, body
+    predictions = json.loads(body)["predictions"]
+    assert len(predictions) == 2 and all(len(row) == 10 for row in predictions), predictions
+    assert "http_requests_total" in request(f"{serve}/metrics")[1]
+    assert compose.podman("exec", f"{compose.name}_serve_1", "id", "-u").stdout.strip() != "0", "serve runs as root"
 
 
 def _status(url: str) -> int | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.monitoring import dashboard_metrics, names
 from helpers.net import free_port, mlflow_artifacts, mlflow_runs, request, serving
 from helpers.rendering import render
 from helpers.tools import tool
@@ -66,6 +67,9 @@ def project(template: Path, tmp_path_factory: pytest.TempPathFactory, local_whee
         timeout=1500,
     )
     subprocess.run([*install, "--no-deps", "-e", str(project)], env=env, check=True)
+    # What the Dockerfile's mlflow stage adds to the MLflow image (the exporter behind --expose-prometheus).
+    extra = [f"{name}=={version}" for name, version in COMPAT["tracking_server"]["packages"].items()]
+    subprocess.run([*install, *extra], env=env, check=True, timeout=600)
     return project
 
 
@@ -88,6 +92,8 @@ def mlflow_server(project: Path, compose: dict, home: Path, tmp_path_factory: py
         target = volume.split(":")[1]
         (root / target.strip("/")).mkdir(parents=True)
         command = [part.replace(target, str(root / target.strip("/"))) for part in command]
+    (root / "metrics").mkdir()  # the image's /mlflow/metrics (not a volume)
+    command = [part.replace("=/mlflow/metrics", f"={root / 'metrics'}") for part in command]
     port = free_port()
     assert "--host=0.0.0.0" in command and "--port=5000" in command
     command = [part.replace("--host=0.0.0.0", "--host=127.0.0.1") for part in command]
@@ -128,6 +134,16 @@ def test_mlflow_accepts_the_trainer_and_refuses_foreign_hosts(
     assert request(search, {"max_results": 1}, {"Host": "mlflow:5000"})[0] == 200  # the trainer, inside compose
     assert request(search, {"max_results": 1}, {"Host": "localhost:5000"})[0] == 200  # the browser on the host
     assert request(search, {"max_results": 1}, {"Host": "attacker.example"})[0] == 403  # DNS rebinding
+
+
+def test_mlflow_exports_prometheus_metrics_for_the_monitoring_profile(project: Path, mlflow_server: str) -> None:
+    request(f"{mlflow_server}/api/2.0/mlflow/experiments/search", {"max_results": 1}, {"Host": "mlflow:5000"})
+    status, body = request(f"{mlflow_server}/metrics", None, {"Host": "mlflow:5000"})  # Prometheus's scrape
+    assert status == 200 and "mlflow_http_request_total" in body, body[:500]
+    wanted = {name for name in dashboard_metrics(project) if name.startswith("mlflow_")}
+    assert wanted and wanted <= names(body), (
+        f"the dashboard reads tracking-server metrics it lacks: {wanted - names(body)}"
+    )
 
 
 def test_jupyter_refuses_requests_without_the_token(project: Path, compose: dict, home: Path, tmp_path: Path) -> None:

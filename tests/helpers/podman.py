@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from helpers.tools import debian_packages
 
 CACHE = Path(os.environ.get("ML_TEMPLATE_CACHE", Path.home() / ".cache" / "ml-template")) / "podman"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -42,15 +43,7 @@ STANDIN_PYTHON = "3.11"
 
 def install_engine() -> None:
     """podman, podman's helpers and mmdebstrap from Debian, when they are missing (needs root, as in CI)."""
-    if shutil.which("podman") and shutil.which("mmdebstrap") and Path("/usr/libexec/podman/catatonit").exists():
-        return
-    if os.geteuid() != 0:
-        raise RuntimeError(f"podman is missing: apt-get install --no-install-recommends {' '.join(DEBIAN_PACKAGES)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *DEBIAN_PACKAGES], check=True, env=env
-    )
+    debian_packages(DEBIAN_PACKAGES, "podman", "mmdebstrap", "/usr/libexec/podman/catatonit")
 
 
 def engine_env() -> dict[str, str]:

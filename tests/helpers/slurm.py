@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers.net import free_port
+from helpers.tools import debian_packages
 
 DEBIAN_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
@@ -26,18 +26,7 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 def install() -> float:
     """The daemons and clients from Debian when missing (needs root, as in CI); the seconds apt took."""
-    if all(shutil.which(name) for name in ("slurmctld", "slurmd", "sbatch", "munged")):
-        return 0.0
-    if os.geteuid() != 0:
-        pytest.fail(f"Slurm is missing: apt-get install --no-install-recommends {' '.join(DEBIAN_PACKAGES)}")
-    started = time.monotonic()
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=300)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *DEBIAN_PACKAGES],
-        check=True, env=env, timeout=600, capture_output=True,
-    )  # fmt: skip
-    return time.monotonic() - started
+    return debian_packages(DEBIAN_PACKAGES, "slurmctld", "slurmd", "sbatch", "munged")
 
 
 class Cluster:

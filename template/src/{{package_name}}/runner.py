@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from . import checkpoint, engine, plots, provenance, seeding
+from . import checkpoint, drift, engine, plots, provenance, seeding
 from .config import Config, differing_keys, flatten
 from .contract import Trainer
 from .data import Dataset, load_training_data
@@ -240,5 +240,6 @@ def _finish(
         trainer.save_model(output_dir),
     ]
     tracker.log_artifacts(artifacts)
-    tracker.log_model(trainer, dataset.test.features, epochs=len(history))
+    reference = drift.reference(dataset.train.features)
+    tracker.log_model(trainer, dataset.test.features, epochs=len(history), drift_reference=reference)
     return metrics

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     HOST_UID: int = Field(default=1000, ge=0)
     HOST_GID: int = Field(default=1000, ge=0)
 
+    # --- serving and monitoring (compose's serve service and `monitoring` profile; README "Serving")
+    SERVE_MODEL: str = "outputs/baseline-seed42"  # what `python -m <package>.serve` serves without an argument
+    SERVE_PORT: int = Field(default=8080, ge=1, le=65535)
+    PROMETHEUS_PORT: int = Field(default=9090, ge=1, le=65535)
+    GRAFANA_PORT: int = Field(default=3000, ge=1, le=65535)
+    GRAFANA_ADMIN_PASSWORD: SecretStr | None = None  # required by the monitoring profile (Grafana refuses without)
+
     # --- the team tracking server (compose.team.yaml; compose enforces the required ones, never the training code)
     MLFLOW_TEAM_ADMIN_PASSWORD: SecretStr | None = None
     MLFLOW_TEAM_SECRET_KEY: SecretStr | None = None

@@ -145,14 +145,19 @@ class Tracker:
         self._submit({"op": "artifacts", "paths": [os.path.relpath(path, self.output_dir) for path in paths]})
 
     @critical
-    def log_model(self, trainer: Trainer, features: np.ndarray, epochs: int) -> None:
-        """The trained model in its framework's MLflow flavour, with a signature and an input example."""
+    def log_model(
+        self, trainer: Trainer, features: np.ndarray, epochs: int, drift_reference: dict[str, Any] | None = None
+    ) -> None:
+        """The trained model in its framework's MLflow flavour, with a signature, an input example and (metadata)
+        the training data's statistics that serving compares its inputs with (drift.py)."""
         import numpy as np  # not at the top: cli.py imports this module before any heavy package
 
         self._trainer = trainer
         example = np.asarray(features[:INPUT_EXAMPLE_ROWS])
         classes = int(trainer.predict(example).shape[1])
         model = {"example": example.tolist(), "dtype": str(example.dtype), "classes": classes, "epochs": epochs}
+        if drift_reference is not None:
+            model["drift_reference"] = drift_reference
         self._submit({"op": "model", **model})
 
     @critical
@@ -252,6 +257,8 @@ class Tracker:
         from mlflow.entities import LoggedModelStatus
         from mlflow.models import infer_signature
 
+        from .drift import METADATA_KEY
+
         tags = {"epochs": str(record["epochs"])}  # tells this model from one a later --resume trains further
         run = self._client.get_run(run_id)
         logged = self._client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run_id}'")
@@ -261,12 +268,13 @@ class Tracker:
         example = np.asarray(record["example"], dtype=record["dtype"])
         trainer = self._trainer or _restored_trainer(self.output_dir, example.shape[1], record["classes"])
         signature = infer_signature(example, trainer.predict(example))
+        metadata = {METADATA_KEY: record["drift_reference"]} if "drift_reference" in record else None
         # The flavours log to the active run. It ends here, quietly and whatever happened: the status record that
         # follows sets the run's status and prints its link.
         quiet, os.environ[QUIET] = os.environ.get(QUIET), "true"
         try:
             mlflow.start_run(run_id=run_id, log_system_metrics=False)
-            trainer.log_model(name=MODEL_NAME, signature=signature, input_example=example, tags=tags)
+            trainer.log_model(name=MODEL_NAME, signature=signature, input_example=example, tags=tags, metadata=metadata)
         finally:
             with contextlib.suppress(Exception):
                 mlflow.end_run()  # nothing to end when start_run failed
