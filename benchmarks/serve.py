@@ -20,10 +20,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 ROWS = """
 import json, sys
@@ -40,13 +42,24 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], port: int, env: dict[str, str], cwd: Path) -> Iterator[None]:
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _running(command: list[str], env: dict[str, str], cwd: Path, log: IO[bytes]) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
     try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def server(command: list[str], port: int, env: dict[str, str], cwd: Path) -> Iterator[None]:
+    """`command` running until the block ends, once its /health answers (its stderr shown if it exits first)."""
+    with tempfile.TemporaryFile() as log, _running(command, env, cwd, log) as process:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                sys.exit(f"{command[0]} exited with {process.returncode}")
+                log.seek(0)
+                sys.exit(f"{command[0]} exited with {process.returncode}:\n{log.read()[-3000:].decode()}")
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 connection.request("GET", "/health")
@@ -57,9 +70,6 @@ def server(command: list[str], port: int, env: dict[str, str], cwd: Path) -> Ite
         else:
             sys.exit(f"{' '.join(command)} did not answer on port {port}")
         yield
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def latencies(port: int, body: bytes, requests: int) -> tuple[list[float], float]:
@@ -89,11 +99,10 @@ def main() -> None:
     project = args.project.resolve()
     package = next(path.name for path in (project / "src").iterdir() if (path / "serve.py").exists())
     bin_dir = project / ".venv" / "bin"
-    env = {
-        **os.environ,
-        "PYTHONHASHSEED": "0",
-        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-    }
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # the project's default store
+    # `mlflow models serve` starts `uvicorn` from PATH: the project's venv goes first, as if activated.
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PYTHONHASHSEED": "0", "MLFLOW_TRACKING_URI": tracking, "PATH": path}
     run_id = json.loads((project / "outputs" / "baseline-seed42" / "run.json").read_text())["mlflow_run_id"]
     rows = json.loads(
         subprocess.run([str(bin_dir / "python"), "-c", ROWS.format(package=package)], cwd=project, env=env,
