@@ -55,6 +55,8 @@ def model_uri(target: str) -> str:
     if ":/" in target:
         return target
     folder = Path(target)
+    if not folder.exists():
+        raise ServeError(f"{target} does not exist: train first (make train), or serve a models:/ or runs:/ URI")
     if (folder / "MLmodel").is_file():
         return str(folder.resolve())
     run_file = folder / "run.json"
@@ -213,6 +215,13 @@ def create_app(model: Any, max_request_bytes: int, drift_window: int) -> tuple[F
     return app, registry
 
 
+def positive(text: str) -> int:
+    """A whole number above 0, or argparse's one-line usage error."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve a trained model (MLflow's scoring API, /metrics).")
     parser.add_argument(
@@ -221,9 +230,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="models:/NAME/VERSION, runs:/RUN_ID/model, a run folder or a model folder (default: SERVE_MODEL)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 in a container)")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
-    parser.add_argument("--drift-window", type=int, default=DEFAULT_DRIFT_WINDOW, help="recent rows drift covers")
+    parser.add_argument("--port", type=positive, default=8080)
+    parser.add_argument("--max-request-bytes", type=positive, default=DEFAULT_MAX_REQUEST_BYTES)
+    parser.add_argument("--drift-window", type=positive, default=DEFAULT_DRIFT_WINDOW, help="recent rows drift covers")
     return parser.parse_args(argv)
 
 
