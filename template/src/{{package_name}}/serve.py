@@ -191,8 +191,8 @@ async def _reply(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(model: Any, max_request_bytes: int, drift_window: int) -> tuple[FastAPI, CollectorRegistry]:
-    """MLflow's scoring app for the loaded pyfunc `model`, instrumented; its own metrics registry."""
+def create_app(model: Any, max_request_bytes: int, drift_window: int) -> FastAPI:
+    """MLflow's scoring app for the loaded pyfunc `model`, instrumented, with a metrics registry of its own."""
     from mlflow.pyfunc import scoring_server
 
     registry = CollectorRegistry()
@@ -212,7 +212,7 @@ def create_app(model: Any, max_request_bytes: int, drift_window: int) -> tuple[F
         metrics.latency(buckets=LATENCY_BUCKETS, should_include_status=False, registry=registry),
     )
     instrumentator.instrument(app).expose(app)
-    return app, registry
+    return app
 
 
 def positive(text: str) -> int:
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = mlflow.pyfunc.load_model(uri)
     except (OSError, mlflow.exceptions.MlflowException) as error:
         raise ServeError(f"cannot load {uri}: {str(error).splitlines()[0]}") from error
-    app, _ = create_app(model, args.max_request_bytes, args.drift_window)
+    app = create_app(model, args.max_request_bytes, args.drift_window)
     print(f"serving {uri} on http://{args.host}:{args.port} (POST /invocations, GET /health, /metrics)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
