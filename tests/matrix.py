@@ -81,7 +81,7 @@ def refused_combos() -> list[tuple[dict[str, str], str]]:
         for cuda in every_cuda:
             if cuda not in fw["cuda"]:
                 refused.append(({"framework": name, "cuda": cuda}, f"Invalid choice for 'cuda': '{cuda}'"))
-        for python in [*COMPAT["python_patch"], "3.9", "3.14"]:
+        for python in [*COMPAT["python_patch"], "3.9", "3.10", "3.14"]:
             if python not in fw["python"]:
                 refused.append(
                     ({"framework": name, "python_version": python}, f"Invalid choice for 'python_version': '{python}'")

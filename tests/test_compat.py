@@ -13,9 +13,10 @@ MANAGER_FACTS = {
     "label", "source", "lock", "lock_command", "install_command", "lock_check_command", "keeps_pins", "python",
     "builder", "index", "locked_install",
 }  # fmt: skip
+OPTIONAL_FACTS = {"image_locks"}  # pip's per-image lock files (the others select groups from their one lock)
 # Each manager's pieces, beside frameworks/<name>/ (managers/<name>/, included or imported by the templates).
-MANAGER_PIECES = ["targets.mk.jinja", "builder.Dockerfile.jinja", "ci-setup.yml.jinja", "pyproject.toml.jinja",
-                  "README.md.jinja"]  # fmt: skip
+MANAGER_PIECES = ["targets.mk.jinja", "builder.Dockerfile.jinja", "install.Dockerfile.jinja", "ci-setup.yml.jinja",
+                  "pyproject.toml.jinja", "README.md.jinja"]  # fmt: skip
 
 
 def _tag(image: str) -> str:
@@ -28,7 +29,7 @@ def test_image_tags_agree_with_the_pins_of_what_they_run() -> None:
     images, tools = COMPAT["images"], COMPAT["tools"]
     assert _tag(images["uv"]) == tools["uv"]
     assert _tag(images["micromamba"]).split("-")[0] == tools["micromamba"]
-    assert _tag(images["mlflow"]) == f"v{COMPAT['packages']['runtime']['mlflow']}"
+    assert _tag(images["mlflow"]) == f"v{COMPAT['packages']['train']['mlflow']}"
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
@@ -54,7 +55,7 @@ def test_names_and_versions_are_known() -> None:
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_each_manager_has_its_facts_and_pieces(manager: str) -> None:
     facts = COMPAT["managers"][manager]
-    assert set(facts) == MANAGER_FACTS
+    assert MANAGER_FACTS <= set(facts) <= MANAGER_FACTS | OPTIONAL_FACTS
     assert facts["python"] in {"path", "uv", "lock"} and facts["index"] in {"make", "pyproject", "none"}
     assert facts["builder"] in COMPAT["images"]
     assert sorted(path.name for path in (REPO / "managers" / manager).iterdir()) == sorted(MANAGER_PIECES)

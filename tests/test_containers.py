@@ -50,13 +50,12 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_
     images = [stage[0].split()[1] for stage in stages if stage[0].split()[1] not in names]  # not FROM <stage>
     assert all(":" in image and not image.endswith(":latest") for image in images), images
     by_name = {stage[0].split()[-1]: stage for stage in stages if " AS " in stage[0]}
-    builder, app = by_name["builder"], by_name["app"]
-    assert stages[-1] == [
-        "FROM app AS runtime",
-        'CMD ["python", "train.py", "--config", "configs/baseline.yaml", "--seed", "42"]',
-    ], "a plain `docker build .` must give the training image"
+    builder, base = by_name["builder"], by_name["base"]
+    assert stages[-1][0] == "FROM base AS train" and stages[-1][-1] == (
+        'CMD ["python", "train.py", "--config", "configs/baseline.yaml", "--seed", "42"]'
+    ), "a plain `docker build .` must give the training image"
     serve = by_name["serve"]
-    assert serve[0] == "FROM app AS serve" and "EXPOSE 8080" in serve, serve
+    assert serve[0] == "FROM base AS serve" and "EXPOSE 8080" in serve, serve
     assert any(line.startswith("HEALTHCHECK ") and "/health" in line for line in serve), serve
     assert serve[-1].startswith('CMD ["python", "-m", ') and '"--port", "8080"' in serve[-1], serve
     mlflow = by_name["mlflow"]
@@ -65,27 +64,40 @@ def test_dockerfile_builds_from_the_lock_on_exact_images(combo: Combo, rendered_
         "compose's MLflow server must run as the non-root UID/GID build args"
     )
     assert builder[0] == f"FROM {_runtime_image(combo)} AS builder"
-    assert app[0] == f"FROM {_runtime_image(combo)} AS app"
+    assert base[0] == f"FROM {_runtime_image(combo)} AS base"
     manager = COMPAT["managers"][combo.manager]
     lock = manager["lock"]
     assert any(line.startswith("COPY ") and lock in line for line in builder), f"builder does not copy {lock}"
-    expected = manager["locked_install"]  # what the builder must run so that the image holds exactly the lock
-    runs = [line for line in builder if line.startswith("RUN ")]
+    expected = manager["locked_install"]  # what the dev image's stage runs so that it holds exactly the lock
+    assert not [line for line in builder if all(part in line for part in expected)], "the builder installs the lock"
+    runs = [line for line in by_name["dev-env"] if line.startswith("RUN ")]
     assert any(all(part in line for part in expected) for line in runs), f"no locked install {expected}: {runs}"
-    runtime_text = "\n".join(app)
+    for image in COMPAT["environments"]:
+        environment = by_name[f"{image}-env"]
+        assert environment[0] == f"FROM builder AS {image}-env"
+        stage = by_name[image]
+        assert f"COPY --from={image}-env /opt/venv /opt/venv" in stage, f"{image} has not its own environment"
+        assert [line for line in stage if "--from=" in line and f"--from={image}-env" not in line] == [], image
+        users = [line for line in stage if line.startswith("USER ")]
+        assert users[-1:] == ["USER ${UID}:${GID}"] and {"ARG UID=1000", "ARG GID=1000"} <= set(stage), (
+            f"{image}: the image must run as the non-root UID/GID build args"
+        )
+        if combo.cuda != "cpu" and manager["builder"] == "uv":
+            assert f"COPY --from={image}-env /opt/python /opt/python" in stage, "the CUDA image needs its Python"
+    if combo.manager == "pip":
+        for image, path in manager["image_locks"].items():
+            assert any(f"-r {path}" in line for line in by_name[f"{image}-env"]), f"{image} does not install {path}"
+    base_text = "\n".join(base)
     for variable in (
         "PYTHONHASHSEED=0",
         "CUBLAS_WORKSPACE_CONFIG=:4096:8",
         "PYTHONUNBUFFERED=1",
         "GIT_COMMIT=${REVISION}",  # run.json's git commit inside the image, which has no .git
     ):
-        assert variable in runtime_text
+        assert variable in base_text
     for label in ("source", "revision", "version"):
-        assert f"org.opencontainers.image.{label}=" in runtime_text
-    assert {"ARG UID=1000", "ARG GID=1000"} <= set(app)
-    assert app[-1] == "USER ${UID}:${GID}", "the images must run as the non-root UID/GID build args"
-    if combo.cuda != "cpu" and manager["builder"] == "uv":
-        assert "COPY --from=builder /opt/python /opt/python" in app, "the CUDA image needs the portable Python"
+        assert f"org.opencontainers.image.{label}=" in base_text
+    assert {"ARG UID=1000", "ARG GID=1000"} <= set(base)
 
 
 @pytest.mark.parametrize("combo", combo_params())
@@ -111,7 +123,7 @@ def test_compose_stack_is_local_only_and_secure(combo: Combo, rendered_matrix: d
         shared = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", **FRAMEWORKS[combo.framework]["gpu_memory_env"]}
         assert shared.items() <= service["environment"].items()
     assert (
-        trainer["build"]["target"] == "runtime"
+        trainer["build"]["target"] == "train"
         and jupyter["build"]["target"] == services["dev"]["build"]["target"] == "dev"
     )
     dev = services["dev"]
@@ -296,5 +308,5 @@ def test_team_server_needs_every_secret_from_env_and_stays_local(
     team = next(stage for stage in stages if stage[0] == "FROM mlflow AS mlflow-team")
     pins = [f"{name}=={version}" for name, version in COMPAT["team_server"]["packages"].items()]
     install = next(line for line in team if line.startswith("RUN pip install"))
-    assert all(f'"{pin}"' in install for pin in pins) and f"]=={COMPAT['packages']['runtime']['mlflow']}" in install
+    assert all(f'"{pin}"' in install for pin in pins) and f"]=={COMPAT['packages']['train']['mlflow']}" in install
     assert team[-1] == "USER ${UID}:${GID}", "the team server must run as the non-root UID/GID build args"

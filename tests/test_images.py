@@ -34,20 +34,20 @@ def podman() -> Podman:
     python_image = COMPAT["images"]["python"].replace("{python}", COMPAT["python_patch"][STANDIN_PYTHON])
     standin_python(engine, f"docker.io/library/{python_image}")
     standin_uv(engine, COMPAT["images"]["uv"], COMPAT["tools"]["uv"])
-    standin_mlflow(engine, COMPAT["images"]["mlflow"], python_image, COMPAT["packages"]["runtime"]["mlflow"])
+    standin_mlflow(engine, COMPAT["images"]["mlflow"], python_image, COMPAT["packages"]["train"]["mlflow"])
     return engine
 
 
 @pytest.fixture(scope="session")
 def built(podman: Podman, installed_project, locked):
-    """The runtime image of a default CPU project, by framework (pip) or by manager (PyTorch): built once."""
+    """The train image of a default CPU project, by framework (pip) or by manager (PyTorch): built once."""
     images: dict[str, tuple[str, Path]] = {}
 
     def get(framework: str = "pytorch", manager: str = "pip") -> tuple[str, Path]:
         key = f"{framework}-{manager}"
         if key not in images:
             project = installed_project(framework)[0] if manager == "pip" else locked(manager)[0]
-            podman.build(project, f"localhost/ml-test:{key}", "--target", "runtime")
+            podman.build(project, f"localhost/ml-test:{key}", "--target", "train")
             images[key] = f"localhost/ml-test:{key}", project
         return images[key]
 
@@ -108,7 +108,7 @@ def test_team_server_stage_holds_auth_postgres_and_s3_and_runs_non_root(podman: 
         versions = "import sys, importlib.metadata as m; print(*(m.version(name) for name in sys.argv[1:]))"
         names = ["mlflow", *COMPAT["team_server"]["packages"], "flask-wtf"]  # flask-wtf: what mlflow[auth] adds
         probe = podman("run", "--rm", "--network=none", image, "python", "-c", versions, *names)
-        expected = [COMPAT["packages"]["runtime"]["mlflow"], *COMPAT["team_server"]["packages"].values()]
+        expected = [COMPAT["packages"]["train"]["mlflow"], *COMPAT["team_server"]["packages"].values()]
         assert probe.stdout.split()[: len(expected)] == expected
         podman("run", "--rm", "--network=none", image, "python", "-c", "import mlflow.server.auth, psycopg2, boto3")
         user = podman("run", "--rm", "--network=none", image, "id", "-u").stdout.strip()
@@ -135,6 +135,49 @@ def test_a_bind_mount_the_user_cannot_write_is_one_line(built, podman: Podman, t
         f"error: output folder outputs is not writable by uid {APP_UID} (Permission denied); make it writable, e.g. "
         "chown a bind-mounted folder to HOST_UID:HOST_GID (README, Docker and compose)"
     ]
+
+
+def _size(podman: Podman, image: str) -> int:
+    return int(podman("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
+
+
+def test_three_images_hold_their_groups_and_serve_is_far_smaller(
+    built, podman: Podman, installed_project, tmp_path: Path
+) -> None:
+    """train, serve and dev from the one lock: each imports what it runs and not what the others add; the serve
+    image serves a run folder the train image wrote (its sqlite store and artifacts); sizes printed for README."""
+    train, project = built()
+    serve, dev = "localhost/ml-test:serve", "localhost/ml-test:dev"
+    podman.build(project, serve, "--target", "serve")
+    podman.build(project, dev, "--target", "dev")
+    package = "ml_project"  # the images stay: compose's build below reuses their layers
+    missing = "import importlib.util as u, sys; print(*[m for m in sys.argv[1:] if u.find_spec(m) is None])"
+    probes = {
+        train: (["sklearn", "flask", f"{package}.runner"],
+                ["prometheus_fastapi_instrumentator", "jupyterlab", "dvc", "pytest"]),  # mlflow brings FastAPI
+        serve: (["fastapi", "prometheus_fastapi_instrumentator", "sqlalchemy", f"{package}.serve"],
+                ["sklearn", "flask", "matplotlib", "jupyterlab", "dvc", "pytest"]),
+        dev: (["sklearn", "fastapi", "jupyterlab", "dvc", "pytest", "ruff"], []),
+    }  # fmt: skip
+    for image, (present, absent) in probes.items():
+        found = podman("run", "--rm", "--network=none", image, "python", "-c", missing, *present, *absent)
+        assert found.stdout.split() == absent, f"{image}: missing {found.stdout.split()}, expected {absent}"
+    outputs = _owned_folder(tmp_path / "outputs")
+    _train_in_image(podman, train, outputs)
+    served = (
+        "import subprocess, sys, time, urllib.request as r\n"
+        "p = subprocess.Popen([sys.executable, '-m', sys.argv[1], 'outputs/baseline-seed42', '--port', '8080'])\n"
+        "for _ in range(120):\n"
+        "    try: print(r.urlopen('http://127.0.0.1:8080/health', timeout=2).status); break\n"
+        "    except OSError: time.sleep(1)\n"
+        "p.terminate()\n"
+    )
+    result = podman("run", "--rm", "--network=none", "-v", f"{outputs}:/app/outputs", serve, "python", "-c",
+                    served, f"{package}.serve", check=False, timeout=300)  # fmt: skip
+    assert result.stdout.split()[-1:] == ["200"], result.stdout[-1000:] + result.stderr[-3000:]
+    sizes = {name: _size(podman, image) for name, image in {"train": train, "serve": serve, "dev": dev}.items()}
+    print("image sizes (MB):", {name: round(size / 1e6) for name, size in sizes.items()})
+    assert sizes["serve"] < 0.75 * sizes["dev"], sizes
 
 
 @pytest.mark.parametrize("framework", ["tensorflow", "jax"])

@@ -8,6 +8,8 @@ lock is checked to hold the +cpu build from 127.0.0.1 before anything is install
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import shlex
 import subprocess
@@ -19,8 +21,9 @@ import pytest
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
-from helpers.projects import make_targets
+from helpers.projects import caches, make_targets
 from helpers.rendering import combo_params
+from helpers.tools import tool
 from matrix import COMPAT, Combo
 
 TORCH = COMPAT["frameworks"]["pytorch"]["version"]
@@ -72,7 +75,7 @@ def test_lock_is_written_fresh_and_installs(locked, manager: str, local_wheel_in
     )
     assert result.stdout.split() == [
         f"{TORCH}+cpu",
-        COMPAT["packages"]["runtime"]["mlflow"],
+        COMPAT["packages"]["train"]["mlflow"],
     ]
 
 
@@ -97,6 +100,69 @@ def test_lock_check_fails_on_a_stale_lock(locked, manager: str) -> None:
         assert result.returncode != 0 and STALE_LOCK[manager] in result.stdout + result.stderr, result.stderr[-2000:]
     finally:
         source.write_text(original)
+
+
+# What each image must not hold (data/compat.yml environments): training-only, notebook, DVC and test packages.
+NOT_IN = {
+    "serve": {"mlflow", "scikit-learn", "matplotlib", "tqdm", "jupyterlab", "dvc", "pytest", "ruff", "pre-commit"},
+    "train": {"prometheus-fastapi-instrumentator", "jupyterlab", "dvc", "pytest", "ruff"},  # mlflow brings FastAPI
+}
+
+
+def _image_packages(project: Path, manager: str, image: str) -> set[tuple[str, str, str]]:
+    """(name, version, environment marker) of what `image` installs, as the manager itself selects it from the lock.
+    uv's lock is universal: a package may have one version per marker (e.g. below and above a Python patch)."""
+    if manager == "pip":
+        lock = COMPAT["managers"]["pip"]["image_locks"].get(image, COMPAT["managers"]["pip"]["lock"])
+        return {(*pin.split("=="), "") for pin in _pip_lock_entries((project / lock).read_text())}
+    groups = COMPAT["environments"][image]
+    selection = ["--all-extras"] if "dev" in groups else ["--no-dev", "--extra", image]
+    command = [tool("uv"), "export", "--frozen", "--no-hashes", "--no-header", "--no-emit-project", *selection]
+    exported = subprocess.run(command, cwd=project, capture_output=True, text=True, check=True).stdout
+    lines = [line.strip() for line in exported.splitlines() if "==" in line and not line.startswith((" ", "#"))]
+    return {(*pin.strip().split("=="), marker.strip()) for pin, _, marker in (line.partition(";") for line in lines)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manager", ["pip", "uv", "poetry"])
+def test_images_share_one_version_of_every_package(locked, manager: str) -> None:
+    """The train, serve and dev images install parts of the one lock: a package two of them hold has one version
+    (pip: each image's file is resolved with requirements.txt as constraints; uv: each image's selection holds only
+    versions the dev image's holds; Poetry: its lock holds each package once), and no image holds what it should
+    not (serve: no scikit-learn, full MLflow, Jupyter or DVC)."""
+    project, _ = locked(manager)
+    if manager == "poetry":  # Poetry exports only through a plugin: its lock must name every package once
+        names = [package["name"] for package in tomllib.loads((project / "poetry.lock").read_text())["package"]]
+        assert sorted({name for name in names if names.count(name) > 1}) == []
+        return
+    images = {image: _image_packages(project, manager, image) for image in COMPAT["environments"]}
+    dev_versions = {(name, version) for name, version, _ in images["dev"]}
+    for image, packages in images.items():  # markers may differ: another group can need a package more widely
+        assert {(name, version) for name, version, _ in packages} - dev_versions == set(), f"{image}: other versions"
+        assert {name for name, _, _ in packages} & NOT_IN.get(image, set()) == set(), image
+    names = {image: {name for name, _, _ in packages} for image, packages in images.items()}
+    assert {"mlflow-skinny", "fastapi", "torch"} <= names["serve"], "serve lacks what serving needs"
+    assert {"mlflow", "scikit-learn", "torch"} <= names["train"], "train lacks what training needs"
+    assert len(names["serve"]) < 0.5 * len(names["dev"]), f"serve holds {len(names['serve'])} of {len(names['dev'])}"
+
+
+def _pins_without_framework() -> list[str]:
+    return [f"{name}=={version}" for group in COMPAT["packages"].values() for name, version in group.items()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("python", list(COMPAT["python_patch"]))
+def test_every_pin_resolves_on_every_python_offered(python: str, tmp_path: Path) -> None:
+    """Every direct pin of every group, resolved together from PyPI for each Python the questionnaire offers (the
+    framework's own wheels are resolved by the locks above): a pin that dropped a Python fails here, not in a
+    user's `make lock`."""
+    (tmp_path / "pins.in").write_text("\n".join(_pins_without_framework()) + "\n")
+    result = subprocess.run(
+        [tool("uv"), "pip", "compile", "pins.in", "--python-version", python, "--python-platform",
+         "x86_64-manylinux_2_28", "--quiet", "--no-header", "-o", "pins.txt"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **caches()},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def _not_exact(requirements: list[str]) -> list[str]:
@@ -139,6 +205,8 @@ def test_every_dependency_is_pinned_exactly(combo: Combo, rendered_matrix: dict[
     project = rendered_matrix[combo.id]
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     declared = pyproject["project"]["dependencies"] + pyproject["build-system"]["requires"]
+    for extra in pyproject["project"]["optional-dependencies"].values():
+        declared += extra
     for group in pyproject.get("dependency-groups", {}).values():
         declared += [item for item in group if isinstance(item, str)]  # {include-group = ...} names no package
     assert _not_exact(declared) == [], "pyproject.toml"
@@ -160,7 +228,8 @@ def test_every_dependency_is_pinned_exactly(combo: Combo, rendered_matrix: dict[
     if combo.manager == "conda":
         from rattler import MatchSpec
 
-        environment, specs = _conda_specs(project)
+        specs = [spec for category in CONDA_FILES for spec in _conda_specs(project, category)[1]]
+        environment, _ = _conda_specs(project)
         # The interpreter and its installer follow the answered Python (and CUDA) by family; the lock pins builds.
         follow_answers = {"python", "cuda-version", "pip"}
         versions = {spec: MatchSpec(spec, strict=True) for spec in specs}
@@ -179,8 +248,23 @@ def _make_commands(project: Path, *targets: str) -> list[list[str]]:
     return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-def _conda_specs(project: Path) -> tuple[dict, list[str]]:
-    environment = yaml.safe_load((project / "environment.yml").read_text())
+# conda-lock's categories: each one's environment file, and the pyproject.toml list holding the same pins.
+CONDA_FILES = {
+    "main": "environment.yml", "train": "environment.train.yml", "serve": "environment.serve.yml",
+    "dev": "environment.dev.yml",
+}  # fmt: skip
+
+
+def _pyproject_group(pyproject: dict, category: str) -> list[str]:
+    if category == "main":
+        return pyproject["project"]["dependencies"]
+    if category == "dev":
+        return pyproject["dependency-groups"]["dev"]
+    return pyproject["project"]["optional-dependencies"][category]
+
+
+def _conda_specs(project: Path, category: str = "main") -> tuple[dict, list[str]]:
+    environment = yaml.safe_load((project / CONDA_FILES[category]).read_text())
     specs = [item for item in environment["dependencies"] if isinstance(item, str)]
     return environment, specs
 
@@ -192,7 +276,6 @@ def test_conda_environment_is_valid_offline(combo: Combo, rendered_matrix: dict[
     from rattler import MatchSpec
 
     environment, specs = _conda_specs(rendered_matrix[combo.id])
-    assert environment["channels"] == ["conda-forge", "nodefaults"]
     parsed = {}
     for spec in specs:
         match = MatchSpec(spec, strict=True)
@@ -206,22 +289,54 @@ def test_conda_environment_is_valid_offline(combo: Combo, rendered_matrix: dict[
     build = parsed[framework["conda_package"]]
     assert str(build.version) == f"=={framework['version']}"
     assert build.build == ("*cpu*" if combo.cuda == "cpu" else "*cuda*")
-    # The same pins as pyproject.toml's one list (dependencies and the dev group), the framework aside.
+    # The same pins as pyproject.toml's groups, one environment file per group (conda-lock category), the
+    # framework aside.
     pyproject = tomllib.loads((rendered_matrix[combo.id] / "pyproject.toml").read_text())
-    requirements = pyproject["project"]["dependencies"] + pyproject["dependency-groups"]["dev"]
-    pins = dict(requirement.split("==") for requirement in requirements[1:])
+    requirements = pyproject["project"]["dependencies"]
     assert requirements[0] == framework["cuda"][combo.cuda]["requirement"].replace("{version}", framework["version"])
-    pip_section = next(
-        (item["pip"] for item in environment["dependencies"] if isinstance(item, dict)),
-        [],
-    )
-    for name, version in pins.items():
-        conda_name = COMPAT["conda_names"].get(name, name)
-        if name in COMPAT["conda_pip_only"]:
-            assert f"{name}=={version}" in pip_section and conda_name not in parsed, f"{name}: not in pip: alone"
-        else:
-            assert conda_name in parsed, f"{name}: no conda-forge spec {conda_name}"
-            assert str(parsed[conda_name].version) == f"=={version}", name
+    for category, name in CONDA_FILES.items():
+        environment, specs = _conda_specs(rendered_matrix[combo.id], category)
+        assert environment.get("category", "main") == category, name
+        assert environment["channels"] == ["conda-forge", "nodefaults"], name
+        parsed = {match.name.normalized: match for match in map(functools.partial(MatchSpec, strict=True), specs)}
+        pip_section = next((item["pip"] for item in environment["dependencies"] if isinstance(item, dict)), [])
+        group = _pyproject_group(pyproject, category)
+        pins = dict(requirement.split("==") for requirement in (group[1:] if category == "main" else group))
+        extra = set(parsed) - {COMPAT["conda_names"].get(name, name) for name in pins}
+        expected_extra = {framework["conda_package"], "python", "cuda-version", "pip", combo.framework}
+        assert extra <= (expected_extra if category == "main" else set()), f"{name}: specs beyond its group {extra}"
+        for dist, version in pins.items():
+            conda_name = COMPAT["conda_names"].get(dist, dist)
+            if dist in COMPAT["conda_pip_only"]:
+                assert f"{dist}=={version}" in pip_section and conda_name not in parsed, f"{dist}: not in pip: alone"
+            else:
+                assert conda_name in parsed, f"{name}: no conda-forge spec {conda_name}"
+                assert str(parsed[conda_name].version) == f"=={version}", dist
+
+
+def _conda_install_categories(line: str) -> set[str]:
+    return set(re.findall(r"--category (\S+)", line))
+
+
+@pytest.mark.parametrize("combo", [p for p in combo_params() if p.values[0].manager == "conda"])
+def test_conda_images_install_their_categories_of_the_one_lock(combo: Combo, rendered_matrix: dict[str, Path]) -> None:
+    """conda-lock solves every environment file together; each image's micromamba install takes its categories,
+    and `make lock` passes every file."""
+    project = rendered_matrix[combo.id]
+    dockerfile = re.sub(r"\\\n\s*", " ", (project / "Dockerfile").read_text())
+    stage = ""
+    installs = {}
+    for line in dockerfile.splitlines():
+        if line.startswith("FROM "):
+            stage = line.split()[-1]
+        elif "micromamba create" in line:
+            installs[stage] = _conda_install_categories(line)
+    assert installs == {
+        "train-env": {"main", "train"}, "serve-env": {"main", "serve"}, "dev-env": {"main", "train", "serve", "dev"},
+    }  # fmt: skip
+    for tokens in _conda_lock_commands(project):
+        files = {tokens[index + 1] for index, word in enumerate(tokens) if word == "-f"}
+        assert files == set(CONDA_FILES.values()), shlex.join(tokens)
 
 
 def _conda_lock_commands(project: Path) -> list[list[str]]:

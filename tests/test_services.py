@@ -179,4 +179,4 @@ def test_compose_pins_the_image_the_server_command_was_checked_with(project: Pat
     stage = re.search(r"^FROM (\S+) AS mlflow$", (project / "Dockerfile").read_text(), re.MULTILINE)
     assert stage is not None, "the Dockerfile has no mlflow stage"
     image_version = stage.group(1).rsplit(":v", 1)[1]
-    assert image_version == COMPAT["packages"]["runtime"]["mlflow"], "the server flags were checked with this mlflow"
+    assert image_version == COMPAT["packages"]["train"]["mlflow"], "the server flags were checked with this mlflow"

@@ -87,7 +87,7 @@ def server_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, **caches(), "UV_PYTHON_DOWNLOADS": "never"}
     env.pop("VIRTUAL_ENV", None)
     subprocess.run([tool("uv"), "venv", "-q", "--python", sys.executable, str(venv)], env=env, check=True)
-    mlflow = f"mlflow[{COMPAT['team_server']['mlflow_extras']}]=={COMPAT['packages']['runtime']['mlflow']}"
+    mlflow = f"mlflow[{COMPAT['team_server']['mlflow_extras']}]=={COMPAT['packages']['train']['mlflow']}"
     pins = [f"{name}=={version}" for name, version in COMPAT["team_server"]["packages"].items()]
     subprocess.run(
         [tool("uv"), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), mlflow, *pins],

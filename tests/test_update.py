@@ -43,7 +43,7 @@ NEW_LINES = {
     "template/.pre-commit-config.yaml.jinja": ("# Added in v0.2.0 of the test template\n", ".pre-commit-config.yaml"),
 }
 # ... a changed pin (v0.1.0's tqdm pin -> NEW_TQDM; a team that bumps it itself picks TEAM_TQDM) ...
-OLD_TQDM = COMPAT["packages"]["runtime"]["tqdm"]
+OLD_TQDM = COMPAT["packages"]["train"]["tqdm"]
 NEW_TQDM, TEAM_TQDM = "99.0.1", "99.0.2"
 # ... and a renamed answer, moved over by a before-stage migration.
 RENAME_MIGRATION = """\
@@ -135,9 +135,10 @@ def answers_of(project: Path) -> dict[str, Any]:
 
 
 def dependency_file(project: Path) -> str:
-    """The file the manager installs tqdm's pin from: environment.yml (conda; pyproject.toml holds the same pin),
-    else pyproject.toml, the one list of direct dependencies."""
-    name = COMPAT["managers"][answers_of(project)["manager"]]["source"]
+    """The file the manager installs tqdm's pin from: environment.train.yml (conda: tqdm is in the train group;
+    pyproject.toml holds the same pin), else pyproject.toml, the one list of direct dependencies."""
+    manager = answers_of(project)["manager"]
+    name = "environment.train.yml" if manager == "conda" else COMPAT["managers"][manager]["source"]
     assert re.search(rb"tqdm\W+" + re.escape(OLD_TQDM.encode()), files(project)[name]), f"{name} does not pin tqdm"
     return name
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from .config import Config, DataConfig
 
@@ -61,6 +60,9 @@ def _synthetic(seed: int, samples: int = 600, features: int = 16, classes: int =
 
 def load_dataset(config: DataConfig, seed: int) -> Dataset:
     """Load `config.dataset` and split it train/val/test with stratification, from `seed`."""
+    # Imported here: the serve image has no scikit-learn, and serving a JAX model imports this module.
+    from sklearn.model_selection import train_test_split
+
     features, labels = _raw(config.dataset, seed)
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)

@@ -2,8 +2,9 @@
 
 At training time `reference` bins every feature at the training split's deciles and stores the edges and each
 bin's share in the logged model's metadata (MLmodel, key `drift_reference`), so the statistics travel with the
-model wherever it is registered or copied. While serving, `DriftMonitor` keeps the last `window` rows it was
-sent and computes each feature's PSI when Prometheus scrapes, never on the request path.
+model wherever it is registered or copied. While serving, serve.py's `DriftMonitor` keeps the last rows it was sent
+and computes each feature's PSI with `psi` when Prometheus scrapes, never on the request path. This module needs
+NumPy alone: training imports it, and the training image has no Prometheus client.
 
 PSI = sum over bins of (recent - reference) * ln(recent / reference). Common reading: below 0.1 no shift,
 0.1 to 0.25 a moderate shift, above 0.25 a major one. A bin's share is floored at EPSILON, so an empty bin counts
@@ -12,14 +13,9 @@ as a large but finite change.
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 BINS = 10
 EPSILON = 1e-4
@@ -48,35 +44,3 @@ def psi(recent: np.ndarray, stored: dict[str, Any]) -> np.ndarray:
         then = np.maximum(np.asarray(shares), EPSILON)
         values.append(float(np.sum((now - then) * np.log(now / then))))
     return np.asarray(values)
-
-
-class DriftMonitor(Collector):
-    """The last `window` input rows, and their PSI per feature as Prometheus gauges when scraped."""
-
-    def __init__(self, stored: dict[str, Any], window: int) -> None:
-        self.stored = stored
-        self.rows: deque[np.ndarray] = deque(maxlen=window)
-        self._lock = threading.Lock()  # predictions run in worker threads; scrapes in the event loop
-
-    def observe(self, batch: np.ndarray) -> None:
-        batch = np.asarray(batch, dtype=np.float64).reshape(len(batch), -1)
-        with self._lock:
-            self.rows.extend(batch)
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self._lock:
-            recent = np.array(self.rows)
-        seen = GaugeMetricFamily("model_drift_window_rows", "Input rows the drift statistics are computed over")
-        seen.add_metric([], len(recent))
-        yield seen
-        per_feature = GaugeMetricFamily(
-            "model_input_drift_psi", "PSI of recent inputs against the training data", labels=["feature"]
-        )
-        worst = GaugeMetricFamily("model_input_drift_psi_max", "The largest PSI over all features")
-        if len(recent):
-            values = psi(recent, self.stored)
-            for feature, value in enumerate(values):
-                per_feature.add_metric([str(feature)], value)
-            worst.add_metric([], float(values.max()))
-        yield per_feature
-        yield worst

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
 from . import drift
@@ -68,10 +72,42 @@ def model_uri(target: str) -> str:
     return f"runs:/{run_id}/{MODEL_NAME}"
 
 
+class DriftMonitor(Collector):
+    """The last `window` input rows, and their PSI per feature as Prometheus gauges when scraped."""
+
+    def __init__(self, stored: dict[str, Any], window: int) -> None:
+        self.stored = stored
+        self.rows: deque[np.ndarray] = deque(maxlen=window)
+        self._lock = threading.Lock()  # predictions run in worker threads; scrapes in the event loop
+
+    def observe(self, batch: np.ndarray) -> None:
+        batch = np.asarray(batch, dtype=np.float64).reshape(len(batch), -1)
+        with self._lock:
+            self.rows.extend(batch)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            recent = np.array(self.rows)
+        seen = GaugeMetricFamily("model_drift_window_rows", "Input rows the drift statistics are computed over")
+        seen.add_metric([], len(recent))
+        yield seen
+        per_feature = GaugeMetricFamily(
+            "model_input_drift_psi", "PSI of recent inputs against the training data", labels=["feature"]
+        )
+        worst = GaugeMetricFamily("model_input_drift_psi_max", "The largest PSI over all features")
+        if len(recent):
+            values = drift.psi(recent, self.stored)
+            for feature, value in enumerate(values):
+                per_feature.add_metric([str(feature)], value)
+            worst.add_metric([], float(values.max()))
+        yield per_feature
+        yield worst
+
+
 class ObservedModel:
     """The loaded pyfunc model as MLflow's server calls it, counting predicted classes and keeping recent inputs."""
 
-    def __init__(self, model: Any, predictions: Counter, monitor: drift.DriftMonitor | None) -> None:
+    def __init__(self, model: Any, predictions: Counter, monitor: DriftMonitor | None) -> None:
         self._model = model
         self._predictions = predictions
         self._monitor = monitor
@@ -198,7 +234,7 @@ def create_app(model: Any, max_request_bytes: int, drift_window: int) -> FastAPI
     registry = CollectorRegistry()
     predictions = Counter("model_predictions", "Predicted rows per class", ["predicted_class"], registry=registry)
     stored = model.metadata.metadata and model.metadata.metadata.get(drift.METADATA_KEY)
-    monitor = drift.DriftMonitor(stored, drift_window) if stored else None
+    monitor = DriftMonitor(stored, drift_window) if stored else None
     if monitor is not None:
         registry.register(monitor)
     else:
