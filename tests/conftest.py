@@ -11,11 +11,31 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
+from helpers.images import COMPOSE_BUILD_ARGS
+from helpers.podman import CACHE, STANDIN_PYTHON, Podman, standin_mlflow, standin_python, standin_uv
 from helpers.projects import caches, make, make_targets, serve_pypi_through_simple_api
 from helpers.rendering import render, snapshot_template
 from helpers.wheels import find_torch_cpu_wheel, index_url, serve_wheel_index
-from matrix import FRAMEWORKS, all_combos
+from matrix import COMPAT, FRAMEWORKS, all_combos
+
+# Test modules by measured length, longest first. README's command runs the suite on two processes
+# (pytest-xdist, --dist loadscope: a module's tests on one process, in this order), so the longest start at once
+# and the short ones fill in at the end. A module not named keeps its place after these.
+LONGEST_FIRST = [
+    "test_images.py",
+    "test_image_variants.py",
+    "test_faults.py",
+    "test_readme_commands.py",
+    "test_locks.py",
+    "test_mutations.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +126,31 @@ def local_wheel_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     server = serve_wheel_index(wheel, root)
     yield index_url(server)
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def podman() -> Podman:
+    """The engine with every stand-in base image the default projects' Dockerfiles name."""
+    engine = Podman()
+    with FileLock(CACHE / "standins.lock"):  # the other worker waits, then finds them made
+        python_image = COMPAT["images"]["python"].replace("{python}", COMPAT["python_patch"][STANDIN_PYTHON])
+        standin_python(engine, f"docker.io/library/{python_image}")
+        standin_uv(engine, COMPAT["images"]["uv"], COMPAT["tools"]["uv"])
+        standin_mlflow(engine, COMPAT["images"]["mlflow"], python_image, COMPAT["packages"]["train"]["mlflow"])
+    return engine
+
+
+@pytest.fixture(scope="session")
+def built(podman: Podman, installed_project, locked):
+    """The train image of a default CPU project, by framework (pip) or by manager (PyTorch): built once."""
+    images: dict[str, tuple[str, Path]] = {}
+
+    def get(framework: str = "pytorch", manager: str = "pip") -> tuple[str, Path]:
+        key = f"{framework}-{manager}"
+        if key not in images:
+            project = installed_project(framework)[0] if manager == "pip" else locked(manager)[0]
+            podman.build(project, f"localhost/ml-test:{key}", "--target", "train", *COMPOSE_BUILD_ARGS)
+            images[key] = f"localhost/ml-test:{key}", project
+        return images[key]
+
+    return get

@@ -7,12 +7,15 @@ so a second run on the same machine reuses the stand-ins and the build layers.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from helpers.tools import debian_packages
@@ -65,13 +68,27 @@ def engine_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": str(containers_conf), "CONTAINERS_STORAGE_CONF": str(storage_conf)}
 
 
+@contextlib.contextmanager
+def store_lock(exclusive: bool = False) -> Iterator[bool]:
+    """Builds share the store (waiting for a prune); a prune needs it alone and is skipped, not waited for, while a
+    build runs. The suite's two worker processes build at once, and a prune deletes untagged images, a running
+    build's finished stages among them. Yields whether the lock was taken."""
+    with (CACHE / "store.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 class Podman:
     def __init__(self) -> None:
         install_engine()
         self.env = engine_env()
         # Images an earlier run built under the same tags are dangling now: drop them, so the cache holds one
         # set of images (about 25 GB) however many runs reuse it.
-        self("image", "prune", "-f")
+        self.prune()
 
     def __call__(self, *args: str, check: bool = True, timeout: int = 1200, **kwargs: object):
         result = subprocess.run(
@@ -94,10 +111,17 @@ class Podman:
     def remove(self, image: str) -> None:
         """Drop `image` and the build layers only it used (a test machine's disk holds a few images, not all)."""
         self("rmi", "-f", image, check=False)
-        self("image", "prune", "-f", check=False)
+        self.prune()
+
+    def prune(self) -> None:
+        """Drop dangling images, unless the other worker is building: then a later prune takes them."""
+        with store_lock(exclusive=True) as locked:
+            if locked:
+                self("image", "prune", "-f", check=False)
 
     def build(self, context: Path, tag: str, *args: str, timeout: int = 1500) -> None:
-        self("build", *self.build_args(), *args, "-t", tag, str(context), timeout=timeout)
+        with store_lock():
+            self("build", *self.build_args(), *args, "-t", tag, str(context), timeout=timeout)
 
 
 def _digest(recipe: str) -> str:
