@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.projects import caches
+from helpers.projects import caches, manager_project
 from helpers.rendering import combo_params, render
 from helpers.tools import tool
 from matrix import COMPAT, MANAGERS, Combo
@@ -164,10 +164,10 @@ def _clean_environment(env: dict[str, str], tools: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("manager", ["pip", "uv", "poetry"])
-def test_readme_commands_run_as_written(locked, manager: str, tmp_path: Path) -> None:
-    """conftest's locked project per manager (shared with test_locks.py), its lock removed: a fresh render."""
-    project, env = locked(manager)
-    (project / COMPAT["managers"][manager]["lock"]).unlink()
+def test_readme_commands_run_as_written(template: Path, local_wheel_index: str, manager: str, tmp_path: Path) -> None:
+    """A fresh render per manager (PyTorch from the local index), no lock yet: README's commands write it."""
+    answers = {"manager": manager, "framework_index_url": local_wheel_index}
+    project, env = manager_project(template, tmp_path / "render", answers)
     (tmp_path / "tools").mkdir()
     env = _clean_environment(env, tmp_path / "tools")
     assert shutil.which("dvc", path=env["PATH"]) is None, "dvc on PATH: the test would not show what a user sees"

@@ -59,8 +59,8 @@ def project(template: Path, tmp_path_factory: pytest.TempPathFactory, local_whee
         "--index-strategy",
         "unsafe-best-match",
     ]
-    subprocess.run(  # pyproject.toml's dependencies and dev group (Jupyter), as `make lock` resolves them
-        [*install, *index, "-r", "pyproject.toml", "--group", "dev"],
+    subprocess.run(  # every group, as `make install` puts them in .venv: the full mlflow (train) and Jupyter (dev)
+        [*install, *index, "-r", "pyproject.toml", "--all-extras", "--group", "dev"],
         cwd=project,
         env=env,
         check=True,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.rendering import render
 from helpers.tools import tool
 
 
@@ -46,3 +47,15 @@ def serve_pypi_through_simple_api(pyproject: Path) -> None:
         pyproject.read_text()
         + '\n[[tool.poetry.source]]\nname = "pypi-simple"\nurl = "https://pypi.org/simple/"\npriority = "primary"\n'
     )
+
+
+def manager_project(template: Path, root: Path, answers: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A default CPU project for answers["manager"], rendered under `root` with its own HOME, not locked yet."""
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    project = render(template, root / "project", {"python_version": python, **answers})
+    if answers["manager"] == "poetry":
+        serve_pypi_through_simple_api(project / "pyproject.toml")
+    (root / "home").mkdir()
+    env = {**os.environ, **caches(), "HOME": str(root / "home"), "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    return project, env
