@@ -161,7 +161,7 @@ def stack(podman: Podman, installed_project, tmp_path: Path) -> Iterator[tuple[C
     try:
         yield compose, settings
     finally:
-        compose("down", "-v", check=False, timeout=300)
+        compose("--profile", "serve", "down", "-v", check=False, timeout=300)  # a profile's services only with it
 
 
 def test_compose_stack_trains_tracks_serves_and_guards_jupyter(stack: tuple[Compose, dict[str, str]]) -> None:
