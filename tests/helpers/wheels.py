@@ -36,6 +36,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that stopped a download it did not need
+            super().handle_error(request, client_address)
+
+
 def add_wheel(wheel: Path, root: Path) -> None:
     """Put `wheel` in the PEP 503 tree under `root`: root/simple/<project>/."""
     project = wheel.name.split("-", 1)[0]
@@ -53,7 +59,7 @@ def has_wheel(root: Path) -> bool:
 
 def serve_folder(root: Path) -> http.server.ThreadingHTTPServer:
     """Serve `root` on a free port of 127.0.0.1 (what it holds may be added later); see `index_url`."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    server = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
