@@ -1,6 +1,6 @@
 """Latency and throughput of the project's model server beside plain `mlflow models serve` of the same model.
 
-    python benchmarks/serve.py --project DIR [--requests 400] [--rounds 3]
+    python benchmarks/serve.py --project DIR [--requests 400] [--rounds 9]
 
 DIR is a rendered project with its environment installed and trained (`make install train`): the model is the run
 in DIR/outputs/baseline-seed42. Both servers run at once on 127.0.0.1, one uvicorn process each, and are called in
@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, required=True, help="rendered, installed and trained project")
     parser.add_argument("--requests", type=int, default=400, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     project = args.project.resolve()
     package = next(path.name for path in (project / "src").iterdir() if (path / "serve.py").exists())
